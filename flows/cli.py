@@ -1,0 +1,74 @@
+"""``brainxai`` command line: data generation/ingestion, the study, the doctor.
+
+Flows are imported inside each command so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="brainxai: SSL + XAI study pipeline for brain-tumour MRI.", no_args_is_help=True)
+data_app = typer.Typer(help="Make and ingest data sets.", no_args_is_help=True)
+study_app = typer.Typer(help="Run the whole study (all stages) as one Prefect flow.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(study_app, name="study")
+
+Profile = Annotated[
+    str | None, typer.Option("--profile", "-p", help="params.yaml profile (smoke | full).")
+]
+
+
+def _echo(result: object) -> None:
+    typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+
+
+@data_app.command("synth")
+def data_synth(profile: Profile = None) -> None:
+    """Generate the embedded synthetic cohort (3D BIDS + 2D Kaggle layout) with ground truth."""
+    from flows.synth import synth_flow
+
+    _echo(synth_flow(profile=profile))
+
+
+@data_app.command("ingest")
+def data_ingest(profile: Profile = None) -> None:
+    """Ingest the configured sources into the split manifest, quarantine list and data card."""
+    from flows.ingest import ingest_flow
+
+    _echo(ingest_flow(profile=profile))
+
+
+@study_app.command("run")
+def study_run(
+    profile: Profile = None,
+    stage: Annotated[
+        list[str] | None, typer.Option("--stage", "-s", help="Run only these stages (repeatable).")
+    ] = None,
+) -> None:
+    """Run the study's stages in order under one MLflow parent run (cached tasks skip)."""
+    from flows.study import study_flow
+
+    _echo(study_flow(profile=profile, stages=stage or None))
+
+
+@app.command("doctor")
+def doctor(profile: Profile = None) -> None:
+    """Print versions, devices, where Prefect/MLflow/DVC state lives and optional backends."""
+    import tasks  # noqa: F401  (embedded defaults)
+    from brainxai.config import load_params
+    from brainxai.doctor import report
+    from tasks.env import study_root
+
+    root = study_root()
+    try:
+        params = load_params(root / "params.yaml", profile=profile)
+    except FileNotFoundError:
+        params = {}
+    typer.echo(report(root, params).render())
+
+
+if __name__ == "__main__":
+    app()

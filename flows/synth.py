@@ -1,0 +1,113 @@
+"""Stage ``synth``: generate the embedded synthetic cohort (3D BIDS + 2D Kaggle layout).
+
+Run: ``brainxai data synth [--profile smoke]`` or ``python -m flows.synth``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from prefect import flow, get_run_logger
+
+from brainxai.config import load_params
+from brainxai.paths import StudyPaths
+from tasks.caching import run_cached
+from tasks.env import study_root
+from tasks.runners import task_runner
+from tasks.synth import finalize, plan_subjects, write_shard
+from tasks.tracking import stage_run
+
+KINDS = ("cohort3d", "kaggle2d")
+
+
+def _shards(n: int, size: int) -> list[list[int]]:
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+
+def prune_stale(directory: Path, keep: set[Path]) -> list[Path]:
+    """Delete files under ``directory`` not written by this run (left by an older config)."""
+    removed = []
+    if not directory.exists():
+        return removed
+    for f in sorted(directory.rglob("*")):
+        if f.is_file() and f.resolve() not in keep:
+            f.unlink()
+            removed.append(f)
+    for d in sorted((d for d in directory.rglob("*") if d.is_dir()), reverse=True):
+        if not any(d.iterdir()):
+            d.rmdir()
+    return removed
+
+
+@flow(name="synth", log_prints=True)
+def synth_flow(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
+    """Generate both exports, sharded over subjects, cached per shard."""
+    root_path = Path(root) if root else study_root()
+    params = load_params(root_path / "params.yaml", profile=profile)
+    paths = StudyPaths.from_params(root_path, params)
+    cfg, seed = params["synth"], int(params["seed"])
+    shard_size = int(params["runner"]["shard_size"])
+    logger = get_run_logger()
+    dirs = {
+        "cohort3d": (paths.synth3d, None),
+        "kaggle2d": (paths.synth2d, paths.synth2d_meta),
+    }
+    summary: dict[str, Any] = {}
+    with stage_run("synth", {"seed": seed, "synth": cfg, "runner": params["runner"]}):
+        t0 = time.perf_counter()
+        for kind in KINDS:
+            out_dir, meta_dir = dirs[kind]
+            n = plan_subjects(kind, cfg, seed)
+            calls = [
+                {
+                    "kind": kind,
+                    "cfg": cfg,
+                    "seed": seed,
+                    "indices": idx,
+                    "out_dir": str(out_dir),
+                    "meta_dir": str(meta_dir) if meta_dir else None,
+                }
+                for idx in _shards(n, shard_size)
+            ]
+            shards = run_cached(write_shard, lambda r: r["files"], calls)
+            done = finalize(kind, cfg, seed, shards, str(out_dir), str(meta_dir) if meta_dir else None)
+            written = {Path(f).resolve() for s in shards for f in s["files"]}
+            for d in (out_dir, meta_dir):
+                if d is None:
+                    continue
+                # cohort-level files written by finalize are kept too
+                keep = written | {
+                    f.resolve() for f in d.glob("*") if f.is_file() and f.suffix in {".tsv", ".json", ".csv"}
+                }
+                removed = prune_stale(d, keep)
+                if removed:
+                    logger.info("pruned %d stale files from %s", len(removed), d)
+            summary[kind] = done
+        seconds = time.perf_counter() - t0
+        summary["seconds"] = round(seconds, 2)
+        mlflow.log_metrics(
+            {
+                "synth.subjects_3d": summary["cohort3d"]["subjects"],
+                "synth.subjects_2d": summary["kaggle2d"]["subjects"],
+                "synth.images_2d": summary["kaggle2d"]["images"],
+                "synth.seconds": seconds,
+            }
+        )
+        for f in (paths.synth3d / "participants.tsv", paths.synth2d_meta / "subjects.csv"):
+            if f.exists():
+                mlflow.log_artifact(str(f), artifact_path="synth")
+    paths.metrics.mkdir(parents=True, exist_ok=True)
+    counts = {k: v for k, v in summary.items() if k != "seconds"}
+    (paths.metrics / "synth.json").write_text(json.dumps(counts, indent=2, sort_keys=True) + "\n")
+    logger.info("synthetic cohort: %s", summary)
+    return summary
+
+
+if __name__ == "__main__":
+    import typer
+
+    typer.run(synth_flow)

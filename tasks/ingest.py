@@ -1,0 +1,157 @@
+"""Prefect tasks around :mod:`brainxai.ingest` and :mod:`brainxai.splits`.
+
+Per-source ingestion is cached on a cheap fingerprint of the source tree
+(relative path, size, mtime of every file) plus config and code; its tables go to
+``data/interim/ingest``. The split task is cached on the sha256 of those tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import task
+
+from brainxai import ingest as ing
+from brainxai.ingest.datacard import data_card
+from brainxai.manifest import read_table, write_table
+from brainxai.splits import SplitConfig, assign_splits, check_leakage
+from tasks.caching import code_policy
+
+INGEST_CODE = ("brainxai.ingest", "brainxai.labels", "brainxai.manifest")
+SPLIT_CODE = ("brainxai.splits", "brainxai.ingest", "brainxai.manifest", "brainxai.labels")
+
+
+def tree_fingerprint(*roots: str | Path | None) -> str:
+    """sha256 over (relative path, size, mtime_ns) of every file under the roots."""
+    h = hashlib.sha256()
+    for root in roots:
+        if root is None:
+            continue
+        root = Path(root)
+        if root.is_file():
+            st = root.stat()
+            h.update(f"{root.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                f = Path(dirpath) / name
+                st = f.stat()
+                h.update(f"{f.relative_to(root).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@task(
+    name="ingest-source",
+    cache_policy=code_policy(*INGEST_CODE),
+    persist_result=True,
+    task_run_name="ingest-{name}",
+)
+def ingest_source(
+    name: str,
+    layout: str,
+    root: str,
+    cfg: dict[str, Any],
+    base_dir: str,
+    out_dir: str,
+    fingerprint: str,
+    sidecar: str | None = None,
+    labels_csv: str | None = None,
+) -> dict[str, Any]:
+    """Ingest one source; write its manifest + quarantine parquet; return paths and counts.
+
+    ``fingerprint`` (see :func:`tree_fingerprint`) is only there for the cache key.
+    """
+    conf = ing.IngestConfig.from_dict(cfg)
+    work = Path(out_dir) / f"{name}_nifti"
+    res = ing.ingest(
+        Path(root),
+        layout,
+        conf,
+        base_dir=Path(base_dir),
+        sidecar=Path(sidecar) if sidecar else None,
+        work_dir=work,
+        **({"labels_csv": Path(labels_csv)} if labels_csv else {}),
+    )
+    man = res.manifest.copy()
+    # subjects are qualified by source so two sources never merge patients by accident
+    man["subject"] = name + "/" + man["subject"].astype(str)
+    m_path = write_table(man, Path(out_dir) / f"{name}.manifest.parquet")
+    q_path = write_table(res.quarantine, Path(out_dir) / f"{name}.quarantine.parquet")
+    return {
+        "name": name,
+        "manifest": str(m_path),
+        "quarantine": str(q_path),
+        "found": int(res.found),
+        "ignored": int(res.ignored),
+        "ingested": len(man),
+        "quarantined": len(res.quarantine),
+        "files": [str(m_path), str(q_path)],
+    }
+
+
+@task(name="split-and-card", cache_policy=code_policy(*SPLIT_CODE), persist_result=True)
+def split_and_card(
+    sources: list[dict[str, Any]],
+    split_cfg: dict[str, Any],
+    manifest_path: str,
+    quarantine_path: str,
+    card_md: str,
+    card_json: str,
+    table_hashes: list[str],
+) -> dict[str, Any]:
+    """Combine sources, split by patient, check leakage, write manifest + data card.
+
+    ``table_hashes`` (sha256 of the per-source tables) is only there for the cache key.
+    """
+    results = [
+        ing.IngestResult(
+            manifest=read_table(s["manifest"]),
+            quarantine=read_table(s["quarantine"]),
+            found=s["found"],
+            ignored=s["ignored"],
+        )
+        for s in sources
+    ]
+    combined = ing.combine(results)
+    manifest = assign_splits(combined.manifest, SplitConfig.from_dict(split_cfg))
+    check_leakage(manifest)
+    assert len(manifest) + len(combined.quarantine) == combined.found, "counts do not add up"
+    write_table(manifest, manifest_path)
+    write_table(combined.quarantine, quarantine_path)
+    card, md = data_card(manifest, combined.quarantine, combined.found, combined.ignored)
+    Path(card_md).parent.mkdir(parents=True, exist_ok=True)
+    Path(card_md).write_text(md)
+    Path(card_json).write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
+    per_split = manifest.groupby("split").size().to_dict()
+    return {
+        "found": int(combined.found),
+        "ingested": len(manifest),
+        "quarantined": len(combined.quarantine),
+        "ignored": int(combined.ignored),
+        "subjects": int(manifest["subject"].nunique()),
+        "per_split": {k: int(v) for k, v in per_split.items()},
+        "quarantine_reasons": {
+            k: int(v) for k, v in combined.quarantine.groupby("reason").size().to_dict().items()
+        }
+        if len(combined.quarantine)
+        else {},
+        "files": [manifest_path, quarantine_path, card_md, card_json],
+    }
+
+
+def manifest_frame(path: str | Path) -> pd.DataFrame:
+    return read_table(path)

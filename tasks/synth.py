@@ -1,0 +1,91 @@
+"""Prefect tasks around :mod:`brainxai.synth` (the embedded synthetic cohort).
+
+Work is sharded by subject: each shard task re-plans the cohort (cheap and
+deterministic) and writes its subjects, so a shard's cache key is just
+(kind, config, seed, subject indices, output dirs, generator code). Bad data is
+not retried; only transient I/O would be, and generation does none.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from brainxai import synth
+from tasks.caching import code_policy
+
+SYNTH_CODE = ("brainxai.synth", "brainxai.labels")
+
+
+def _plan(kind: str, cfg: synth.SynthConfig, seed: int) -> list[synth.SubjectSpec]:
+    if kind == "cohort3d":
+        return synth.plan_cohort3d(cfg, seed)
+    if kind == "kaggle2d":
+        return synth.plan_kaggle2d(cfg, seed)
+    raise ValueError(f"unknown synthetic export {kind!r}")
+
+
+@task(name="synth-plan", cache_policy=code_policy(*SYNTH_CODE), persist_result=True)
+def plan_subjects(kind: str, cfg: dict[str, Any], seed: int) -> int:
+    """Number of subjects the export will hold."""
+    return len(_plan(kind, synth.SynthConfig.from_dict(cfg), seed))
+
+
+@task(
+    name="synth-shard",
+    cache_policy=code_policy(*SYNTH_CODE),
+    persist_result=True,
+    task_run_name="synth-{kind}-{indices[0]}",
+)
+def write_shard(
+    kind: str,
+    cfg: dict[str, Any],
+    seed: int,
+    indices: list[int],
+    out_dir: str,
+    meta_dir: str | None = None,
+) -> dict[str, Any]:
+    """Write the subjects ``indices`` of one export; return their summaries / rows."""
+    conf = synth.SynthConfig.from_dict(cfg)
+    specs = _plan(kind, conf, seed)
+    out: dict[str, Any] = {"kind": kind, "indices": indices, "items": [], "files": []}
+    for i in indices:
+        spec = specs[i]
+        if kind == "cohort3d":
+            summary = synth.write_subject3d(spec, Path(out_dir), conf)
+            out["items"].append(summary)
+        else:
+            rows = synth.write_subject2d(spec, Path(out_dir), Path(meta_dir or out_dir), conf)
+            out["items"].extend(rows)
+    out["files"] = _files_of(kind, out["items"], out_dir, meta_dir)
+    return out
+
+
+def _files_of(kind: str, items: list[dict], out_dir: str, meta_dir: str | None) -> list[str]:
+    if kind == "cohort3d":
+        return [str(f) for it in items for f in it.get("files", [])]
+    return [str(Path(out_dir) / r["path"]) for r in items] + [
+        str(Path(meta_dir or out_dir) / r["mask_path"]) for r in items if r.get("mask_path")
+    ]
+
+
+@task(name="synth-finalize")
+def finalize(
+    kind: str,
+    cfg: dict[str, Any],
+    seed: int,
+    shards: list[dict[str, Any]],
+    out_dir: str,
+    meta_dir: str | None = None,
+) -> dict[str, Any]:
+    """Write the cohort-level files (participants.tsv / subjects.csv) from all shards."""
+    conf = synth.SynthConfig.from_dict(cfg)
+    items = [it for s in sorted(shards, key=lambda s: s["indices"][0]) for it in s["items"]]
+    if kind == "cohort3d":
+        specs = _plan(kind, conf, seed)
+        synth.finalize_cohort3d(Path(out_dir), specs, items, conf, seed)
+        return {"kind": kind, "subjects": len(specs)}
+    synth.finalize_kaggle2d(Path(meta_dir or out_dir), items)
+    return {"kind": kind, "images": len(items), "subjects": len({r["subject"] for r in items})}
