@@ -10,9 +10,13 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="brainxai: SSL + XAI study pipeline for brain-tumour MRI.", no_args_is_help=True)
+app = typer.Typer(
+    help="brainxai: SSL + XAI study pipeline for brain-tumour MRI.", no_args_is_help=True
+)
 data_app = typer.Typer(help="Make and ingest data sets.", no_args_is_help=True)
-study_app = typer.Typer(help="Run the whole study (all stages) as one Prefect flow.", no_args_is_help=True)
+study_app = typer.Typer(
+    help="Run the whole study (all stages) as one Prefect flow.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 app.add_typer(study_app, name="study")
 
@@ -39,6 +43,14 @@ def data_ingest(profile: Profile = None) -> None:
     from flows.ingest import ingest_flow
 
     _echo(ingest_flow(profile=profile))
+
+
+@data_app.command("difficulty")
+def data_difficulty(profile: Profile = None) -> None:
+    """Quick supervised baselines on the split manifest: neither trivial nor hopeless?"""
+    from flows.difficulty import difficulty_flow
+
+    _echo(difficulty_flow(profile=profile))
 
 
 @study_app.command("run")

@@ -52,7 +52,10 @@ def ingest_flow(profile: str | None = None, root: str | None = None) -> dict[str
         for s in sources:
             logger.info(
                 "%s: found %d, ingested %d, quarantined %d",
-                s["name"], s["found"], s["ingested"], s["quarantined"],
+                s["name"],
+                s["found"],
+                s["ingested"],
+                s["quarantined"],
             )
         (result,) = run_cached(
             split_and_card,

@@ -1,7 +1,8 @@
 """The study flow: every stage that exists, in order, under one MLflow parent run.
 
 Stages so far: ``synth`` (embedded cohort) → ``ingest`` (manifest, quarantine,
-patient-level splits, data card). Each later stage adds itself to :data:`STAGES`.
+patient-level splits, data card) → ``difficulty`` (quick supervised baselines).
+Each later stage adds itself to :data:`STAGES`.
 Run: ``brainxai study run --profile smoke``; ``dvc repro`` runs the same stages
 one process each (see ``dvc.yaml``).
 """
@@ -17,6 +18,7 @@ from typing import Any
 import mlflow
 from prefect import flow
 
+from flows.difficulty import difficulty_flow
 from flows.ingest import ingest_flow
 from flows.synth import synth_flow
 from tasks.env import study_root
@@ -25,6 +27,7 @@ from tasks.tracking import PARENT_ENV, ensure_experiment, git_commit
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "synth": synth_flow,
     "ingest": ingest_flow,
+    "difficulty": difficulty_flow,
 }
 
 
@@ -43,7 +46,11 @@ def study_flow(
     with mlflow.start_run(
         experiment_id=experiment_id,
         run_name="study",
-        tags={"brainxai.stage": "study", "brainxai.profile": profile or "", "git.commit": git_commit()},
+        tags={
+            "brainxai.stage": "study",
+            "brainxai.profile": profile or "",
+            "git.commit": git_commit(),
+        },
     ) as run:
         os.environ[PARENT_ENV] = run.info.run_id
         try:

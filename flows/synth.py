@@ -17,7 +17,6 @@ from brainxai.config import load_params
 from brainxai.paths import StudyPaths
 from tasks.caching import run_cached
 from tasks.env import study_root
-from tasks.runners import task_runner
 from tasks.synth import finalize, plan_subjects, write_shard
 from tasks.tracking import stage_run
 
@@ -74,14 +73,18 @@ def synth_flow(profile: str | None = None, root: str | None = None) -> dict[str,
                 for idx in _shards(n, shard_size)
             ]
             shards = run_cached(write_shard, lambda r: r["files"], calls)
-            done = finalize(kind, cfg, seed, shards, str(out_dir), str(meta_dir) if meta_dir else None)
+            done = finalize(
+                kind, cfg, seed, shards, str(out_dir), str(meta_dir) if meta_dir else None
+            )
             written = {Path(f).resolve() for s in shards for f in s["files"]}
             for d in (out_dir, meta_dir):
                 if d is None:
                     continue
                 # cohort-level files written by finalize are kept too
                 keep = written | {
-                    f.resolve() for f in d.glob("*") if f.is_file() and f.suffix in {".tsv", ".json", ".csv"}
+                    f.resolve()
+                    for f in d.glob("*")
+                    if f.is_file() and f.suffix in {".tsv", ".json", ".csv"}
                 }
                 removed = prune_stale(d, keep)
                 if removed:

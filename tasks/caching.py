@@ -19,7 +19,7 @@ import hashlib
 import importlib.util
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.context import TaskRunContext
 
 
-@lru_cache(maxsize=None)
+@cache
 def package_hash(*modules: str) -> str:
     """sha256 over the sorted ``*.py`` sources of the given modules/packages."""
     digest = hashlib.sha256()

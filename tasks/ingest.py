@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from brainxai.ingest.datacard import data_card
 from prefect import task
 
 from brainxai import ingest as ing
-from brainxai.ingest.datacard import data_card
 from brainxai.manifest import read_table, write_table
 from brainxai.splits import SplitConfig, assign_splits, check_leakage
 from tasks.caching import code_policy
@@ -42,7 +42,9 @@ def tree_fingerprint(*roots: str | Path | None) -> str:
             for name in sorted(filenames):
                 f = Path(dirpath) / name
                 st = f.stat()
-                h.update(f"{f.relative_to(root).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+                h.update(
+                    f"{f.relative_to(root).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode()
+                )
     return h.hexdigest()[:16]
 
 

@@ -4,9 +4,9 @@ import importlib
 import sys
 from pathlib import Path
 
-import tasks  # noqa: F401  (embedded defaults before prefect)
 from prefect import flow, task
 
+import tasks  # noqa: F401  (embedded defaults before prefect)
 from tasks.caching import code_policy, package_hash, run_cached
 
 CALLS: list[int] = []

@@ -27,7 +27,9 @@ def test_both_profiles_resolve_from_the_repo_params():
 
 def test_profile_precedence_and_errors(tmp_path, monkeypatch):
     f = tmp_path / "params.yaml"
-    f.write_text(yaml.safe_dump({"profile": "a", "x": 1, "profiles": {"a": {"y": 1}, "b": {"y": 2}}}))
+    f.write_text(
+        yaml.safe_dump({"profile": "a", "x": 1, "profiles": {"a": {"y": 1}, "b": {"y": 2}}})
+    )
     assert load_params(f)["y"] == 1
     monkeypatch.setenv("BRAINXAI_PROFILE", "b")
     assert load_params(f)["y"] == 2

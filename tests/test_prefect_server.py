@@ -70,7 +70,11 @@ def test_prefect_server_starts_on_loopback_and_records_a_flow_run(tmp_path):
         _wait_healthy(f"{api}/health", proc)
         client_env = {**env, "PREFECT_API_URL": api}
         out = subprocess.run(
-            [sys.executable, "-c", FLOW], env=client_env, capture_output=True, text=True, timeout=180
+            [sys.executable, "-c", FLOW],
+            env=client_env,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         assert out.returncode == 0, out.stderr[-3000:]
         assert "RESULT 42" in out.stdout

@@ -140,4 +140,3 @@ def report(root: Path, params: Mapping[str, Any] | None = None) -> DoctorReport:
         state=state_locations(root),
         backends=[gpu_check(), hdbet_check(), deepbet_check(), vlm_check(model_path)],
     )
-

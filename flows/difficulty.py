@@ -1,0 +1,52 @@
+"""Stage ``difficulty``: quick supervised baselines tell whether the data is neither trivial
+nor hopeless (see :mod:`brainxai.baseline`). Run: ``brainxai data difficulty``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from prefect import flow
+
+from brainxai.config import load_params
+from brainxai.paths import StudyPaths
+from tasks.difficulty import difficulty_probe
+from tasks.env import study_root
+from tasks.ingest import file_sha256
+from tasks.tracking import flatten, stage_run
+
+
+@flow(name="difficulty", log_prints=True)
+def difficulty_flow(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
+    root_path = Path(root) if root else study_root()
+    params = load_params(root_path / "params.yaml", profile=profile)
+    paths = StudyPaths.from_params(root_path, params)
+    cfg = {**params["difficulty"], "seed": int(params["seed"])}
+    with stage_run("difficulty", {"difficulty": cfg}):
+        result = difficulty_probe(
+            str(paths.manifest), file_sha256(paths.manifest), str(root_path), cfg
+        )
+        numeric = {k: v for k, v in flatten(result).items() if _is_number(v)}
+        mlflow.log_metrics({f"difficulty.{k}": float(v) for k, v in numeric.items()})
+    paths.metrics.mkdir(parents=True, exist_ok=True)
+    (paths.metrics / "difficulty.json").write_text(
+        json.dumps(result, indent=2, sort_keys=True) + "\n"
+    )
+    return result
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    import typer
+
+    typer.run(difficulty_flow)
