@@ -63,6 +63,7 @@ def ingest_flow(profile: str | None = None, root: str | None = None) -> dict[str
             [
                 {
                     "sources": sources,
+                    "ingest_cfg": icfg["config"],
                     "split_cfg": params["split"],
                     "manifest_path": str(paths.manifest),
                     "quarantine_path": str(paths.quarantine),

@@ -101,6 +101,7 @@ def ingest_source(
         "ignored": int(res.ignored),
         "ingested": len(man),
         "quarantined": len(res.quarantine),
+        "notes": [f"{name}: {n}" for n in res.notes],
         "files": [str(m_path), str(q_path)],
     }
 
@@ -108,6 +109,7 @@ def ingest_source(
 @task(name="split-and-card", cache_policy=code_policy(*SPLIT_CODE), persist_result=True)
 def split_and_card(
     sources: list[dict[str, Any]],
+    ingest_cfg: dict[str, Any],
     split_cfg: dict[str, Any],
     manifest_path: str,
     quarantine_path: str,
@@ -125,16 +127,19 @@ def split_and_card(
             quarantine=read_table(s["quarantine"]),
             found=s["found"],
             ignored=s["ignored"],
+            notes=list(s["notes"]),
         )
         for s in sources
     ]
-    combined = ing.combine(results)
+    combined = ing.combine(results, ing.IngestConfig.from_dict(ingest_cfg))
     manifest = assign_splits(combined.manifest, SplitConfig.from_dict(split_cfg))
     check_leakage(manifest)
     assert len(manifest) + len(combined.quarantine) == combined.found, "counts do not add up"
     write_table(manifest, manifest_path)
     write_table(combined.quarantine, quarantine_path)
-    card, md = data_card(manifest, combined.quarantine, combined.found, combined.ignored)
+    card, md = data_card(
+        manifest, combined.quarantine, combined.found, combined.ignored, notes=combined.notes
+    )
     Path(card_md).parent.mkdir(parents=True, exist_ok=True)
     Path(card_md).write_text(md)
     Path(card_json).write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")

@@ -31,7 +31,7 @@ COLUMNS: dict[str, str] = {
     "path": "string",  # path relative to the ingestion root (posix)
     "sha256": "string",
     "shape": "string",  # e.g. "256x256" or "99x117x95"
-    "spacing": "string",  # mm, e.g. "1.0x1.0x2.0" ("" for 2D images without one)
+    "spacing": "string",  # mm, e.g. "1x1x2" or "0.3125x0.3125x2.5" ("" for 2D images without one)
     "label": "string",  # canonical class (``brainxai.labels``)
     "group": "string",  # tumour group / diagnosis, used for stratification
     "mask_path": "string",  # ground-truth lesion mask when known, else ""

@@ -1,0 +1,78 @@
+"""Ingestion settings (:class:`IngestConfig`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+Layout = Literal["kaggle17", "kermany", "bids", "dicom"]
+LAYOUTS: tuple[str, ...] = get_args(Layout)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """How to scan, validate and de-duplicate one source.
+
+    ``phash_threshold`` is a Hamming distance in bits of a 64-bit perceptual hash;
+    3D volumes carry three such hashes (central axial/coronal/sagittal slices) and
+    are near duplicates when *every* one of the three is within the threshold.
+    ``leakage_policy`` decides what happens when the source itself puts duplicates
+    (or one subject) into two of its own splits: ``"error"`` raises
+    :class:`brainxai.splits.LeakageError`; ``"quarantine"`` keeps the copies in the
+    most held-out split (test > val > train) and quarantines the others
+    (``source_leakage``).
+    """
+
+    layout: Layout | None = None
+    min_side_2d: int = 64
+    min_dim_3d: int = 16
+    phash_threshold: int = 4
+    #: Labels accepted instead of the layout's default vocabulary
+    #: (kaggle17: the 17 classes; bids/dicom: ``labels.DIAGNOSES_3D``; kermany: classes).
+    allowed_labels: tuple[str, ...] | None = None
+    #: If False, an image with *no* label information is kept with label "".
+    require_label: bool = True
+    kermany_classes: tuple[str, ...] = ("CNV", "DME", "DRUSEN", "NORMAL")
+    #: Applied to the file stem; the named group ``subject`` (else group 1) is the id.
+    kermany_subject_regex: str = r"^(?P<subject>[A-Za-z]+-\d+)-\d+$"
+    bids_label_column: str = "diagnosis"
+    bids_mask_dir: str = "derivatives/truth"
+    #: Secret salt for hashing DICOM PatientID / UIDs; required for the dicom layout.
+    dicom_salt: str = ""
+    dicom_id_column: str = "PatientID"
+    dicom_label_column: str = "diagnosis"
+    leakage_policy: Literal["error", "quarantine"] = "error"
+    workers: int = 1
+    pool: Literal["thread", "process"] = "thread"
+    modality: str = "MR"
+
+    def __post_init__(self) -> None:
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.min_side_2d < 1 or self.min_dim_3d < 2:
+            raise ValueError("min_side_2d must be >= 1 and min_dim_3d >= 2")
+        if not 0 <= self.phash_threshold <= 64:
+            raise ValueError("phash_threshold must be within 0..64")
+        if self.leakage_policy not in ("error", "quarantine"):
+            raise ValueError("leakage_policy must be 'error' or 'quarantine'")
+        if self.pool not in ("thread", "process"):
+            raise ValueError("pool must be 'thread' or 'process'")
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> IngestConfig:
+        """Build from a (YAML) mapping; unknown keys are an error, lists become tuples."""
+        d = dict(d or {})
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise ValueError(f"unknown IngestConfig keys: {unknown}")
+        for key in ("allowed_labels", "kermany_classes"):
+            if d.get(key) is not None:
+                d[key] = tuple(str(x) for x in d[key])
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,180 @@
+"""Data card: what was ingested, what was quarantined, how subjects were known."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from brainxai.ingest.common import REASONS
+from brainxai.manifest import SPLITS
+
+_SUBJECT_SOURCES = {
+    "sidecar": "sidecar CSV",
+    "filename": "file-name pattern",
+    "bids": "BIDS participant id",
+    "dicom": "salted hash of DICOM PatientID",
+    "phash_group": "UNKNOWN - approximated by near-duplicate (perceptual-hash) groups",
+}
+
+
+def _split_col(df: pd.DataFrame) -> pd.Series:
+    s = df["split"].fillna("").astype(str) if "split" in df.columns else pd.Series("", df.index)
+    return s.replace("", "unassigned")
+
+
+def _pivot(
+    df: pd.DataFrame, index: list[str], value: str | None
+) -> tuple[list[dict], pd.DataFrame]:
+    if df.empty:
+        return [], pd.DataFrame()
+    d = df.assign(split=_split_col(df))
+    g = d.groupby([*index, "split"], dropna=False)
+    counts = (g[value].nunique() if value else g.size()).rename("n").reset_index()
+    records = [
+        {k: (int(v) if k == "n" else str(v)) for k, v in r.items()}
+        for r in counts.to_dict("records")
+    ]
+    cols = [s for s in (*SPLITS, "unassigned") if s in set(counts["split"])]
+    table = counts.pivot_table(index=index, columns="split", values="n", fill_value=0)
+    table = table.reindex(columns=cols).astype(int)
+    if value:
+        table["total"] = d.groupby(index)[value].nunique()
+    else:
+        table["total"] = table.sum(axis=1)
+    return records, table.reset_index()
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "_none_\n"
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def data_card(
+    manifest: pd.DataFrame,
+    quarantine: pd.DataFrame,
+    found: int,
+    ignored: int,
+    notes: Sequence[str] = (),
+    max_groups: int = 20,
+) -> tuple[dict[str, Any], str]:
+    """Summarise a (split) manifest and its quarantine as a JSON-able dict and Markdown."""
+    n_in, n_q = len(manifest), len(quarantine)
+    ok = n_in + n_q == found
+    img_rec, img_tab = _pivot(manifest, ["dataset", "label", "sequence"], None)
+    sub_rec, sub_tab = _pivot(manifest, ["dataset", "group"], "subject")
+    reasons = (
+        {str(k): int(v) for k, v in quarantine.groupby("reason").size().items()} if n_q else {}
+    )
+    sources = (
+        {str(k): int(v) for k, v in manifest.groupby("subject_source").size().items()}
+        if n_in
+        else {}
+    )
+    dup = manifest[manifest["dup_group"].fillna("").astype(str) != ""] if n_in else manifest
+    groups = (
+        dup.groupby("dup_group")
+        .agg(
+            size=("path", "size"),
+            labels=("label", lambda s: sorted(set(map(str, s)))),
+            splits=("split", lambda s: sorted(set(map(str, s)))),
+        )
+        .sort_values("size", ascending=False, kind="stable")
+        if len(dup)
+        else pd.DataFrame(columns=["size", "labels", "splits"])
+    )
+    mixed = int((groups["labels"].map(len) > 1).sum()) if len(groups) else 0
+    warnings: list[str] = []
+    if not ok:
+        warnings.append(f"COUNTS DO NOT ADD UP: {n_in} ingested + {n_q} quarantined != {found}")
+    n_pg = sources.get("phash_group", 0)
+    if n_pg:
+        ds = sorted(set(manifest.loc[manifest["subject_source"] == "phash_group", "dataset"]))
+        warnings.append(
+            f"Subject ids are unknown for {n_pg} of {n_in} images (datasets: {', '.join(ds)}); "
+            "subjects were approximated by near-duplicate (perceptual-hash) groups. "
+            "Patient-level separation of splits is NOT guaranteed for these images."
+        )
+    if mixed:
+        warnings.append(f"{mixed} near-duplicate groups mix different labels")
+    card: dict[str, Any] = {
+        "totals": {
+            "found": int(found),
+            "ingested": n_in,
+            "quarantined": n_q,
+            "ignored": int(ignored),
+            "invariant_holds": ok,
+        },
+        "datasets": sorted(set(map(str, manifest["dataset"]))) if n_in else [],
+        "images_per_class_sequence_split": img_rec,
+        "subjects_per_group_split": sub_rec,
+        "n_subjects": int(manifest["subject"].nunique()) if n_in else 0,
+        "quarantine_by_reason": reasons,
+        "subject_sources": sources,
+        "near_duplicates": {
+            "n_groups": len(groups),
+            "n_images": int(groups["size"].sum()) if len(groups) else 0,
+            "largest": int(groups["size"].max()) if len(groups) else 0,
+            "mixed_label_groups": mixed,
+            "groups": [
+                {
+                    "dup_group": str(k),
+                    "size": int(r["size"]),
+                    "labels": r["labels"],
+                    "splits": r["splits"],
+                }
+                for k, r in groups.head(max_groups).iterrows()
+            ],
+        },
+        "warnings": warnings,
+        "notes": list(notes),
+    }
+    return card, _markdown(card, img_tab, sub_tab)
+
+
+def _markdown(card: dict[str, Any], img_tab: pd.DataFrame, sub_tab: pd.DataFrame) -> str:
+    t = card["totals"]
+    out = ["# Data card", ""]
+    out += [
+        f"- **found** {t['found']} = **ingested** {t['ingested']} + **quarantined** "
+        f"{t['quarantined']} ({'holds' if t['invariant_holds'] else 'DOES NOT HOLD'})",
+        f"- ignored non-image files: {t['ignored']}",
+        f"- subjects: {card['n_subjects']}",
+        "",
+    ]
+    if card["warnings"]:
+        out += ["## Warnings", ""] + [f"- **{w}**" for w in card["warnings"]] + [""]
+    out += ["## Where subject ids come from", ""]
+    out += [
+        f"- {k}: {v} images ({_SUBJECT_SOURCES.get(k, k)})"
+        for k, v in card["subject_sources"].items()
+    ] or ["_no images_"]
+    out += ["", "## Images per class x sequence x split", "", _md_table(img_tab)]
+    out += ["## Subjects per group x split", "", _md_table(sub_tab)]
+    q = pd.DataFrame(
+        [(k, v, REASONS.get(k, "")) for k, v in sorted(card["quarantine_by_reason"].items())],
+        columns=["reason", "files", "meaning"],
+    )
+    out += ["## Quarantine by reason", "", _md_table(q)]
+    nd = card["near_duplicates"]
+    out += [
+        "## Near-duplicate groups",
+        "",
+        f"{nd['n_groups']} groups, {nd['n_images']} images, largest {nd['largest']}, "
+        f"{nd['mixed_label_groups']} with mixed labels.",
+        "",
+    ]
+    if nd["groups"]:
+        g = pd.DataFrame(nd["groups"]).assign(
+            labels=lambda d: d["labels"].map(", ".join), splits=lambda d: d["splits"].map(", ".join)
+        )
+        out += [_md_table(g)]
+    if card["notes"]:
+        out += ["## Notes", ""] + [f"- {n}" for n in card["notes"]] + [""]
+    return "\n".join(out)
