@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from brainxai.ingest.datacard import data_card
 from prefect import task
 
 from brainxai import ingest as ing
+from brainxai.ingest.datacard import data_card
 from brainxai.manifest import read_table, write_table
 from brainxai.splits import SplitConfig, assign_splits, check_leakage
 from tasks.caching import code_policy

@@ -118,3 +118,25 @@ def parse_kaggle_folder(name: str) -> tuple[str, str] | None:
     if group is None or (group == "normal" and seq == "T1C+"):
         return None
     return group, seq
+
+
+#: Tissue segmentation codes (``*_dseg.nii.gz`` of the synthetic cohort's ground truth).
+#: ``skull`` includes the diploe; ``wm`` includes oedematous WM; ``lesion`` = tumour core.
+TISSUE_LABELS: dict[int, str] = {
+    0: "background",
+    1: "csf",
+    2: "gm",
+    3: "wm",
+    4: "skull",
+    5: "scalp",
+    6: "lesion",
+}
+
+#: Lesion sub-region codes (``*_label-lesion_dseg.nii.gz``; 0 = outside the lesion).
+#: The binary lesion mask is the tumour core: codes 1-3 (oedema excluded).
+LESION_REGIONS: dict[int, str] = {
+    1: "enhancing",
+    2: "necrosis",  # necrosis or fluid (cyst, abscess cavity, "bubbles")
+    3: "solid",  # non-enhancing solid tumour
+    4: "oedema",
+}
