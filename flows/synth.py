@@ -13,11 +13,11 @@ from typing import Any
 import mlflow
 from prefect import flow, get_run_logger
 
-from brainxai.config import load_params
+from brainxai.config import load_params, params_digest
 from brainxai.paths import StudyPaths
 from tasks.caching import run_cached
 from tasks.env import study_root
-from tasks.synth import finalize, plan_subjects, write_shard
+from tasks.synth import finalize, plan_subjects, plant_faults, write_shard
 from tasks.tracking import stage_run
 
 KINDS = ("cohort3d", "kaggle2d")
@@ -56,7 +56,8 @@ def synth_flow(profile: str | None = None, root: str | None = None) -> dict[str,
         "kaggle2d": (paths.synth2d, paths.synth2d_meta),
     }
     summary: dict[str, Any] = {}
-    with stage_run("synth", {"seed": seed, "synth": cfg, "runner": params["runner"]}):
+    run_params = {"seed": seed, "synth": cfg, "synth_faults": params["synth_faults"]}
+    with stage_run("synth", {**run_params, "runner": params["runner"]}):
         t0 = time.perf_counter()
         for kind in KINDS:
             out_dir, meta_dir = dirs[kind]
@@ -77,6 +78,23 @@ def synth_flow(profile: str | None = None, root: str | None = None) -> dict[str,
                 kind, cfg, seed, shards, str(out_dir), str(meta_dir) if meta_dir else None
             )
             written = {Path(f).resolve() for s in shards for f in s["files"]}
+            if kind == "kaggle2d" and any(params["synth_faults"].values()):
+                # planted after generation, before pruning; cached like a shard
+                (faults,) = run_cached(
+                    plant_faults,
+                    lambda r: r["files"],
+                    [
+                        {
+                            "image_root": str(out_dir),
+                            "counts": params["synth_faults"],
+                            "seed": seed,
+                            "faults_csv": str(meta_dir / "faults.csv"),
+                            "synth_key": params_digest({"synth": cfg, "seed": seed}),
+                        }
+                    ],
+                )
+                written |= {Path(f).resolve() for f in faults["files"]}
+                done["faults"] = faults["planted"]
             for d in (out_dir, meta_dir):
                 if d is None:
                     continue

@@ -82,4 +82,7 @@ def run_cached(
         refutures = {i: fresh.submit(**calls[i]) for i in stale}
         for i, fut in refutures.items():
             results[i] = fut.result()
+            missing = [str(p) for p in files_of(results[i]) if not Path(p).exists()]
+            if missing:
+                raise FileNotFoundError(f"{task.name} did not write {missing[:5]}")
     return results

@@ -65,7 +65,7 @@ def write_shard(
 
 def _files_of(kind: str, items: list[dict], out_dir: str, meta_dir: str | None) -> list[str]:
     if kind == "cohort3d":
-        return [str(f) for it in items for f in it.get("files", [])]
+        return [str(Path(out_dir) / rel) for it in items for rel in it["files"].values()]
     return [str(Path(out_dir) / r["path"]) for r in items] + [
         str(Path(meta_dir or out_dir) / r["mask_path"]) for r in items if r.get("mask_path")
     ]
@@ -89,3 +89,19 @@ def finalize(
         return {"kind": kind, "subjects": len(specs)}
     synth.finalize_kaggle2d(Path(meta_dir or out_dir), items)
     return {"kind": kind, "images": len(items), "subjects": len({r["subject"] for r in items})}
+
+
+@task(name="plant-faults", cache_policy=code_policy("brainxai.faults"), persist_result=True)
+def plant_faults(
+    image_root: str, counts: dict[str, int], seed: int, faults_csv: str, synth_key: str
+) -> dict[str, Any]:
+    """Plant known bad files into the 2D tree (see :mod:`brainxai.faults`).
+
+    ``synth_key`` (config digest of the generation) is only there for the cache key.
+    """
+    from brainxai import faults
+
+    planted = faults.plant_faults(Path(image_root), counts, seed)
+    faults.write_faults(planted, Path(faults_csv))
+    files = [str(Path(image_root) / f.path) for f in planted] + [faults_csv]
+    return {"planted": len(planted), "files": files}
