@@ -74,9 +74,21 @@ def synth_flow(profile: str | None = None, root: str | None = None) -> dict[str,
                 for idx in _shards(n, shard_size)
             ]
             shards = run_cached(write_shard, lambda r: r["files"], calls)
-            done = finalize(
-                kind, cfg, seed, shards, str(out_dir), str(meta_dir) if meta_dir else None
+            (done,) = run_cached(
+                finalize,
+                lambda r: r["files"],
+                [
+                    {
+                        "kind": kind,
+                        "cfg": cfg,
+                        "seed": seed,
+                        "shards": shards,
+                        "out_dir": str(out_dir),
+                        "meta_dir": str(meta_dir) if meta_dir else None,
+                    }
+                ],
             )
+            done = {k: v for k, v in done.items() if k != "files"}
             written = {Path(f).resolve() for s in shards for f in s["files"]}
             if kind == "kaggle2d" and any(params["synth_faults"].values()):
                 # planted after generation, before pruning; cached like a shard

@@ -71,7 +71,7 @@ def _files_of(kind: str, items: list[dict], out_dir: str, meta_dir: str | None) 
     ]
 
 
-@task(name="synth-finalize")
+@task(name="synth-finalize", cache_policy=code_policy(*SYNTH_CODE), persist_result=True)
 def finalize(
     kind: str,
     cfg: dict[str, Any],
@@ -86,9 +86,15 @@ def finalize(
     if kind == "cohort3d":
         specs = _plan(kind, conf, seed)
         synth.finalize_cohort3d(Path(out_dir), specs, items, conf, seed)
-        return {"kind": kind, "subjects": len(specs)}
-    synth.finalize_kaggle2d(Path(meta_dir or out_dir), items)
-    return {"kind": kind, "images": len(items), "subjects": len({r["subject"] for r in items})}
+        files = [Path(out_dir) / "participants.tsv", Path(out_dir) / "dataset_description.json"]
+        return {"kind": kind, "subjects": len(specs), "files": [str(f) for f in files]}
+    csv_path = synth.finalize_kaggle2d(Path(meta_dir or out_dir), items)
+    return {
+        "kind": kind,
+        "images": len(items),
+        "subjects": len({r["subject"] for r in items}),
+        "files": [str(csv_path)],
+    }
 
 
 @task(name="plant-faults", cache_policy=code_policy("brainxai.faults"), persist_result=True)

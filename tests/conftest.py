@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -23,11 +24,20 @@ os.environ.pop("PREFECT_API_URL", None)  # ephemeral API unless a test starts a 
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_STATE / 'mlruns.db'}"
 os.environ["BRAINXAI_ARTIFACTS"] = str(_STATE / "mlartifacts")
 os.environ["DVC_NO_ANALYTICS"] = "1"
+os.environ["PREFECT_LOGGING_TO_API_ENABLED"] = "false"  # run logs stay local in tests
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-#: Overrides that make the smoke profile tiny enough for unit-level end-to-end tests.
-TINY_SYNTH: dict = {}
+#: Overrides that make the smoke profile tiny enough for end-to-end tests: 4 volumes
+#: (one per diagnosis) and 18 2D subjects (3 per group, so every split gets one).
+TINY_SYNTH: dict = {
+    "n_subjects_3d_per_class": 1,
+    "n_subjects_2d_per_group": 3,
+    "slices_per_subject": 2,
+    "spacing_choices": [[1.5, 1.5, 1.5]],
+    "image_size_min": 96,
+    "image_size_max": 200,
+}
 
 
 def free_port() -> int:
@@ -55,3 +65,17 @@ def make_study(dest: Path, synth_overrides: dict | None = None, copy_code: bool 
 @pytest.fixture(scope="session")
 def state_dir() -> Path:
     return _STATE
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop Prefect's ephemeral API while pytest's streams are still open.
+
+    Otherwise its atexit hook logs "Stopping temporary server" into a closed
+    capture stream and prints a spurious logging traceback after the summary.
+    """
+    server = sys.modules.get("prefect.server.api.server")
+    if server is None:
+        return
+    server.subprocess_server_logger.disabled = True
+    for instance in list(server.SubprocessASGIServer._instances.values()):
+        instance.stop()
