@@ -49,3 +49,27 @@ def test_project_root_found_from_a_subdirectory(tmp_path, monkeypatch):
     sub = tmp_path / "a" / "b"
     sub.mkdir(parents=True)
     assert project_root(sub) == tmp_path.resolve()
+
+
+def test_params_hold_every_knob_of_each_stage_config():
+    """No hidden defaults: every config field is spelled out in params.yaml, per profile."""
+    import dataclasses
+
+    from brainxai.baseline import BaselineConfig
+    from brainxai.ingest import IngestConfig
+    from brainxai.splits import SplitConfig
+    from brainxai.synth import SynthConfig
+
+    for profile in ("smoke", "full"):
+        p = load_params(REPO / "params.yaml", profile=profile)
+        checks = [
+            (SynthConfig, p["synth"], set()),
+            (IngestConfig, p["ingest"]["config"], {"layout", "allowed_labels"}),  # per source
+            (SplitConfig, p["split"], set()),
+            (BaselineConfig, p["difficulty"], {"seed"}),  # the study seed
+        ]
+        for cls, section, per_call in checks:
+            fields = {f.name for f in dataclasses.fields(cls)} - per_call
+            assert fields <= set(section), (profile, cls.__name__, fields - set(section))
+            cls.from_dict(section)
+    assert load_params(REPO / "params.yaml", profile="full")["synth"]["resolution_mm"] == 1
