@@ -36,7 +36,7 @@ venv: $(STAMP)
 
 study: $(STAMP)
 	$(BIN)/dvc repro
-	$(BIN)/dvc metrics show
+	$(BIN)/brainxai study summary
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -66,6 +66,19 @@ def study_run(
     _echo(study_flow(profile=profile, stages=stage or None))
 
 
+@study_app.command("summary")
+def study_summary() -> None:
+    """Print the headline numbers of the last run (reports/metrics/*.json) compactly."""
+    from brainxai.config import load_params
+    from brainxai.paths import StudyPaths
+    from brainxai.summary import headline
+    from tasks.env import study_root
+
+    root = study_root()
+    paths = StudyPaths.from_params(root, load_params(root / "params.yaml"))
+    typer.echo(headline(paths.metrics))
+
+
 @app.command("doctor")
 def doctor(profile: Profile = None) -> None:
     """Print versions, devices, where Prefect/MLflow/DVC state lives and optional backends."""
