@@ -1,6 +1,12 @@
 """Explainability metrics: C-Score consistency (paper 004), fast all-pairs soft-IoU
 kernels, correctness against ground-truth masks (papers 001/002), baselines and the
-parameter-randomisation sanity check. Pure numpy/numba/torch; no CAMs here."""
+parameter-randomisation sanity check. Pure numpy/numba/torch; no CAMs here.
+
+Heavier modules, imported on demand (torch, pytorch-grad-cam, matplotlib):
+``cams`` (CAMs, SmoothGrad, IG; ``Explainer``), ``layers`` (target-layer registry),
+``gradients``, ``heatmap_store`` (float16 ``.npz`` per checkpoint and method),
+``explain`` (``explain_checkpoint``, ``randomisation_check``), ``tracking``
+(trajectory table, dissociations, τ/γ sweeps) and ``trajectory_plots``."""
 
 from brainxai.xai.baselines import (
     centre_gaussian_baseline,

@@ -1,0 +1,112 @@
+"""Per-checkpoint explanation runs: heatmaps of every method written to disk, and the
+model-parameter randomisation check (Adebayo et al. 2018, cited in paper 004 §1.2).
+
+:func:`explain_checkpoint` is what the tracking stage calls once per checkpoint; the
+maps land in ``out_dir/<checkpoint>__<method>.npz`` (:mod:`brainxai.xai.heatmap_store`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from brainxai.xai.cams import CamConfig, Explainer, Heatmaps, frozen_copy
+from brainxai.xai.heatmap_store import HeatmapRecord, heatmap_filename, save_heatmaps
+from brainxai.xai.randomisation import RandomisationSimilarity, flag, randomisation_similarity
+
+
+def explain_checkpoint(
+    model: nn.Module,
+    images: Any,
+    labels: Any,
+    record_ids: Sequence[str],
+    checkpoint_id: str,
+    methods: Sequence[str],
+    out_dir: str | Path,
+    config: CamConfig | None = None,
+    device: Any = None,
+    epoch: int | None = None,
+    explain: str = "label",
+) -> dict[str, Path]:
+    """Heatmaps of ``methods`` for one checkpoint; returns {method: npz path}.
+
+    ``explain="label"`` explains each image's true class (what the C-Score's gold list
+    and the ground-truth masks need); ``"predicted"`` its predicted class.
+    """
+    if explain not in ("label", "predicted"):
+        raise ValueError("explain must be 'label' or 'predicted'")
+    y = np.asarray(labels, dtype=np.int64)
+    ids = np.asarray(record_ids).astype(str)
+    out: dict[str, Path] = {}
+    with Explainer(model, config, device) as ex:
+        for method in methods:
+            hm = ex.heatmaps(images, method, y if explain == "label" else None)
+            record = HeatmapRecord(
+                checkpoint_id=checkpoint_id,
+                method=method,
+                maps=hm.maps,
+                record_ids=ids,
+                labels=y,
+                probs=hm.probs,
+                targets=hm.targets,
+                epoch=epoch,
+                layers=hm.layers,
+                extra={"explain": explain, "config": ex.config.to_dict()},
+            )
+            out[method] = save_heatmaps(
+                Path(out_dir) / heatmap_filename(checkpoint_id, method), record
+            )
+    return out
+
+
+def randomised_copy(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Copy of ``model`` with every parameter re-initialised (``reset_parameters``, where a
+    module has none: its parameters redrawn from N(0, std of the trained values)).
+
+    The global RNG is left as it was (``torch.random.fork_rng``).
+    """
+    clone = frozen_copy(model, next(model.parameters()).device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in clone.modules():
+            own = list(m.parameters(recurse=False))
+            if not own:
+                continue
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+            else:
+                for p in own:
+                    p.data = torch.randn_like(p) * p.detach().float().std().clamp_min(1e-3)
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone.eval()
+
+
+def randomisation_check(
+    model: nn.Module,
+    images: Any,
+    method: str,
+    targets: Any = None,
+    config: CamConfig | None = None,
+    device: Any = None,
+    seed: int = 0,
+    threshold: float = 0.5,
+    on: str = "spearman",
+) -> tuple[RandomisationSimilarity, bool, Heatmaps, Heatmaps]:
+    """Maps of the trained and of a randomised copy, their similarity, and the flag
+    (True = the method fails the sanity check: maps barely change with the weights).
+
+    The randomised model explains the same ``targets`` (default: the trained model's
+    predicted classes).
+    """
+    with Explainer(model, config, device) as ex:
+        trained = ex.heatmaps(images, method, targets)
+    with Explainer(randomised_copy(model, seed), config, device) as ex:
+        random = ex.heatmaps(images, method, trained.targets)
+    sim = randomisation_similarity(trained.maps, random.maps)
+    return sim, flag(sim, threshold, on), trained, random
