@@ -28,7 +28,7 @@ def configure_environment(root: Path | None = None) -> Path:
     defaults = {
         "PREFECT_HOME": str(root / ".prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlruns.db'}",
         "MLFLOW_DISABLE_TELEMETRY": "true",

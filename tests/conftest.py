@@ -25,6 +25,8 @@ os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_STATE / 'mlruns.db'}"
 os.environ["BRAINXAI_ARTIFACTS"] = str(_STATE / "mlartifacts")
 os.environ["DVC_NO_ANALYTICS"] = "1"
 os.environ["PREFECT_LOGGING_TO_API_ENABLED"] = "false"  # run logs stay local in tests
+# the ephemeral API imports the whole server: give it time on a loaded 2-core machine
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "300"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
