@@ -19,6 +19,10 @@ study_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(study_app, name="study")
+ssl_app = typer.Typer(
+    help="Self-supervised pretraining (SimCLR, BYOL, DINO, MoCo v3).", no_args_is_help=True
+)
+app.add_typer(ssl_app, name="ssl")
 
 Profile = Annotated[
     str | None, typer.Option("--profile", "-p", help="params.yaml profile (smoke | full).")
@@ -45,12 +49,42 @@ def data_ingest(profile: Profile = None) -> None:
     _echo(ingest_flow(profile=profile))
 
 
+@data_app.command("standardize")
+def data_standardize(profile: Profile = None) -> None:
+    """Standardize every 3D session: reorient, resample, skull-strip, N4, SyN to MNI152, QC."""
+    from flows.standardize import standardize_flow
+
+    _echo(standardize_flow(profile=profile))
+
+
 @data_app.command("difficulty")
 def data_difficulty(profile: Profile = None) -> None:
     """Quick supervised baselines on the split manifest: neither trivial nor hopeless?"""
     from flows.difficulty import difficulty_flow
 
     _echo(difficulty_flow(profile=profile))
+
+
+@ssl_app.command("cache")
+def ssl_cache(profile: Profile = None) -> None:
+    """Decode the training-patient images once into the uint8 cache; check leakage."""
+    from flows.pretrain import pretrain_flow
+
+    _echo(pretrain_flow(profile=profile, frameworks=[]))
+
+
+@ssl_app.command("pretrain")
+def ssl_pretrain(
+    profile: Profile = None,
+    framework: Annotated[
+        list[str] | None,
+        typer.Option("--framework", "-f", help="Only these frameworks (repeatable)."),
+    ] = None,
+) -> None:
+    """Pretrain each framework of params.pretrain.frameworks (resumes from checkpoints)."""
+    from flows.pretrain import pretrain_flow
+
+    _echo(pretrain_flow(profile=profile, frameworks=framework or None))
 
 
 @study_app.command("run")

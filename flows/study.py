@@ -20,6 +20,8 @@ from prefect import flow
 
 from flows.difficulty import difficulty_flow
 from flows.ingest import ingest_flow
+from flows.pretrain import pretrain_flow
+from flows.standardize import standardize_flow
 from flows.synth import synth_flow
 from tasks.env import study_root
 from tasks.tracking import PARENT_ENV, ensure_experiment, git_commit
@@ -27,7 +29,9 @@ from tasks.tracking import PARENT_ENV, ensure_experiment, git_commit
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "synth": synth_flow,
     "ingest": ingest_flow,
+    "standardize": standardize_flow,
     "difficulty": difficulty_flow,
+    "pretrain": pretrain_flow,
 }
 
 

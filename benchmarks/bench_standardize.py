@@ -1,0 +1,277 @@
+"""Benchmark of the MRI standardization stage against the synthetic ground truth.
+
+Accuracy (the generator knows the truth):
+  * skull stripping: Dice to the true brain (intracranial) mask per backend, mean/min,
+    seconds per subject; also Dice to the truth without its extra-axial CSF rim;
+  * registration: CSF/GM/WM Dice of the true tissue labels warped to MNI vs the
+    template's labels; Dice of the lesion carried through the same transforms vs the
+    generator's lesion in template space;
+  * N4: white-matter coefficient of variation before/after, and after dividing by the
+    known bias field (the floor).
+Speed: seconds per subject at 2 mm and 1 mm; throughput with 1 vs 2 worker processes
+(ITK threads = cores // workers) and the scaling ratio, measured in the same run.
+
+Usage::
+
+  python benchmarks/bench_standardize.py --cohort-study /tmp/ref/study \\
+      --std-study /tmp/me/study [--backends hdbet deepbet template] [--n 4]
+
+``--std-study`` is a study root where ``brainxai data standardize`` has run (its
+``data/processed/standardize_qc.parquet`` and per-subject outputs are read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SEQ_FILES = {"T1C+": "ce-gd_T1w", "T1": "T1w", "T2": "T2w", "FLAIR": "FLAIR"}
+
+
+def _smoke_cfg(study: Path) -> dict[str, Any]:
+    from brainxai.config import load_params
+
+    return load_params(study / "params.yaml", profile="smoke")
+
+
+def _subject_paths(cohort: Path, sub: str) -> dict[str, Path]:
+    from brainxai.synth import subject_files
+
+    return subject_files(cohort, sub)
+
+
+def bench_backends(cohort: Path, subjects: list[str], backends: list[str], conf) -> dict:
+    """Dice (to truth, to truth without CSF rim) and seconds per subject per backend."""
+    import dataclasses
+
+    from brainxai.standardize.accuracy import brain_mask_dice
+    from brainxai.standardize.orient import canonical, load_volume, resample
+    from brainxai.standardize.skullstrip import strip
+
+    out: dict[str, Any] = {}
+    for backend in backends:
+        sk = dataclasses.replace(conf.skullstrip, backend=backend, mode="fast", tta=False)
+        rows = []
+        for sub in subjects:
+            f = _subject_paths(cohort, sub)
+            rim = json.loads(f["xfm"].read_text())["head_shells_mm"]["csf_rim"]
+            img = resample(canonical(load_volume(f["T1C+"])), conf.spacing_mm, "intensity")
+            t0 = time.perf_counter()
+            mask = strip(img, sk, conf.registration, conf.spacing_mm)
+            sec = time.perf_counter() - t0
+            rows.append(
+                {
+                    "subject": sub,
+                    "dice": brain_mask_dice(mask, f["brain_mask"]),
+                    "dice_no_rim": brain_mask_dice(mask, f["brain_mask"], exclude_rim_mm=rim),
+                    "seconds": sec,
+                }
+            )
+            print(f"  {backend} {sub}: dice {rows[-1]['dice']:.4f} "
+                  f"(no rim {rows[-1]['dice_no_rim']:.4f}) {sec:.1f} s", flush=True)  # fmt: skip
+        d = np.array([r["dice"] for r in rows])
+        dn = np.array([r["dice_no_rim"] for r in rows])
+        out[backend] = {
+            "n": len(rows),
+            "dice_mean": float(d.mean()),
+            "dice_min": float(d.min()),
+            "dice_no_rim_mean": float(dn.mean()),
+            "dice_no_rim_min": float(dn.min()),
+            "seconds_mean": float(np.mean([r["seconds"] for r in rows])),
+            "rows": rows,
+        }
+    return out
+
+
+def bench_stage_outputs(cohort_study: Path, std_study: Path, conf) -> dict:
+    """Accuracy of the stage's own outputs: every subject with a ``qc.json`` under
+    ``<std_study>/data/interim/standardized`` (works while the flow is still running)."""
+    import ants
+
+    from brainxai.standardize.accuracy import brain_mask_dice, template_lesion_mask, tissue_dice
+    from brainxai.standardize.qc import dice
+    from brainxai.standardize.template import load_template
+    from brainxai.synth import SynthConfig, build_model, plan_cohort3d
+
+    params = _smoke_cfg(cohort_study)
+    scfg = SynthConfig.from_dict(params["synth"])
+    specs = {s.subject_id: s for s in plan_cohort3d(scfg, int(params["seed"]))}
+    tmpl = load_template(conf.spacing_mm, conf.skullstrip.envelope_closing_mm)
+    cohort = cohort_study / "data/raw/synth/cohort3d"
+    rows = []
+    for qc_file in sorted((std_study / "data/interim/standardized").glob("*/qc.json")):
+        res = json.loads(qc_file.read_text())
+        sub = qc_file.parent.name.split("_")[-1]
+        f = _subject_paths(cohort, sub)
+        rim = json.loads(f["xfm"].read_text())["head_shells_mm"]["csf_rim"]
+        native = ants.image_read(res["files"]["native_mask"])
+        tis = tissue_dice(f["tissue_dseg"], res["xfm_fwd"], tmpl)
+        lesion_true = template_lesion_mask(build_model(specs[sub], scfg), tmpl.t1)
+        lesion = ants.image_read(res["files"]["lesion"]).numpy() > 0
+        rows.append(
+            {
+                "subject": sub,
+                "brain_dice": brain_mask_dice(native, f["brain_mask"]),
+                "brain_dice_no_rim": brain_mask_dice(native, f["brain_mask"], rim),
+                **{f"{k}_dice": v for k, v in tis.items()},
+                "lesion_dice": dice(lesion, lesion_true),
+                "lesion_ml_true": float(lesion_true.sum()) * conf.spacing_mm**3 / 1000,
+                "qc_brain_dice": res["qc"]["brain_dice"],
+                "qc_mutual_information": res["qc"]["mutual_information"],
+                "seconds_in_flow": res["qc"]["seconds_total"],
+            }
+        )
+        print(f"  {sub}: brain {rows[-1]['brain_dice']:.3f} wm {tis['wm']:.3f} "
+              f"gm {tis['gm']:.3f} csf {tis['csf']:.3f} lesion {rows[-1]['lesion_dice']:.3f}",
+              flush=True)  # fmt: skip
+    keys = [k for k in rows[0] if k != "subject"] if rows else []
+    summary = {
+        k: {
+            "mean": float(np.mean([r[k] for r in rows])),
+            "min": float(np.min([r[k] for r in rows])),
+        }
+        for k in keys
+    }
+    return {"n": len(rows), "summary": summary, "rows": rows}
+
+
+def bench_n4(cohort: Path, subjects: list[str], conf) -> dict:
+    """WM CoV before/after N4 (inside the true brain mask) and with the true bias removed."""
+    from brainxai.standardize.accuracy import wm_cov
+    from brainxai.standardize.bias import n4
+    from brainxai.standardize.orient import canonical, load_volume, resample
+
+    rows = []
+    for sub in subjects:
+        f = _subject_paths(cohort, sub)
+        img = resample(canonical(load_volume(f["T1C+"])), conf.spacing_mm, "intensity")
+        mask = resample(canonical(load_volume(f["brain_mask"], "mask")), conf.spacing_mm, "mask")
+        mask = mask.new_image_like((mask.numpy() > 0).astype(np.float32))
+        t0 = time.perf_counter()
+        corrected = n4(img, mask, conf.n4)
+        sec = time.perf_counter() - t0
+        cov = wm_cov(img, corrected, f["bias"], f["tissue_dseg"], f["lesion_dseg"])
+        cov["reduction"] = 1.0 - cov["after"] / cov["before"]
+        cov["bias_part_removed"] = (cov["before"] - cov["after"]) / (cov["before"] - cov["oracle"])
+        cov["seconds"] = sec
+        rows.append({"subject": sub, **cov})
+        print(f"  n4 {sub}: CoV {cov['before']:.4f} -> {cov['after']:.4f} "
+              f"(oracle {cov['oracle']:.4f}) {sec:.1f} s", flush=True)  # fmt: skip
+    keys = ("before", "after", "oracle", "reduction", "bias_part_removed", "seconds")
+    means = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    worst = float(np.min([r["reduction"] for r in rows]))
+    return {"n": len(rows), **means, "reduction_min": worst, "rows": rows}
+
+
+def _one(args: tuple) -> float:
+    """Worker: standardize one subject (threads capped first), return its seconds."""
+    cfg_dict, images, out_dir, threads = args
+    from brainxai.standardize import StandardizeConfig, set_threads, standardize_subject
+
+    set_threads(threads)
+    t0 = time.perf_counter()
+    standardize_subject(images, out_dir, StandardizeConfig.from_dict(cfg_dict))
+    return time.perf_counter() - t0
+
+
+def bench_speed(
+    cohort: Path,
+    subjects: list[str],
+    cfg: dict,
+    out: Path,
+    cores: int,
+    spacings: tuple[float, ...] = (2.0, 1.0),
+) -> dict:
+    """Seconds/subject at 2 and 1 mm; throughput with 1 and 2 worker processes."""
+
+    def jobs(spacing: float, threads: int, tag: str) -> list[tuple]:
+        c = {**cfg, "spacing_mm": spacing, "qc": {**cfg.get("qc", {}), "montage": False}}
+        return [
+            (c, {s: str(_subject_paths(cohort, sub)[s]) for s in SEQ_FILES}, str(out / tag / sub),
+             threads)
+            for sub in subjects
+        ]  # fmt: skip
+
+    res: dict[str, Any] = {}
+    with ProcessPoolExecutor(1) as pool:  # warm-up import + template cache per process
+        for spacing in spacings:
+            secs = list(pool.map(_one, jobs(spacing, cores, f"s{spacing}")[:1]))
+            res[f"seconds_per_subject_{spacing:g}mm"] = float(np.mean(secs))
+            print(f"  {spacing:g} mm: {secs[0]:.1f} s/subject", flush=True)
+    for workers in (1, 2):
+        threads = max(1, cores // workers)
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(_one, jobs(2.0, threads, f"warm{workers}")[:workers]))  # warm
+            t0 = time.perf_counter()
+            list(pool.map(_one, jobs(2.0, threads, f"w{workers}")))
+            wall = time.perf_counter() - t0
+        res[f"throughput_{workers}w_subjects_per_min"] = 60.0 * len(subjects) / wall
+        res[f"wall_{workers}w_s"] = wall
+        print(f"  {workers} worker(s) x {threads} thread(s): {wall:.1f} s for "
+              f"{len(subjects)} subjects", flush=True)  # fmt: skip
+    res["scaling_2w_over_1w"] = (
+        res["throughput_2w_subjects_per_min"] / res["throughput_1w_subjects_per_min"]
+    )
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cohort-study", type=Path, default=Path("/tmp/ref/study"))
+    ap.add_argument("--std-study", type=Path, default=None)
+    ap.add_argument("--params", type=Path, default=Path(__file__).parents[1] / "params.yaml")
+    ap.add_argument("--backends", nargs="*", default=["hdbet", "deepbet", "template"])
+    ap.add_argument("--n", type=int, default=4, help="subjects for backend/N4 accuracy")
+    ap.add_argument("--n-speed", type=int, default=4, help="subjects for throughput")
+    ap.add_argument("--parts", nargs="*", default=["backends", "stage", "n4", "speed"])
+    ap.add_argument("--speed-spacings", nargs="*", type=float, default=[2.0, 1.0])
+    ap.add_argument("--out", type=Path, default=Path("/tmp/bench_standardize"))
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    from brainxai.config import load_params
+    from brainxai.standardize import StandardizeConfig, set_threads
+
+    cores = os.cpu_count() or 1
+    set_threads(cores)
+    cfg = load_params(args.params, profile="smoke")["standardize"]["config"]
+    conf = StandardizeConfig.from_dict(cfg)
+    cohort = args.cohort_study / "data/raw/synth/cohort3d"
+    subjects = sorted(p.name for p in cohort.glob("sub-*"))
+    pick = subjects[:: max(1, len(subjects) // args.n)][: args.n]
+    result: dict[str, Any] = {"cores": cores, "spacing_mm": conf.spacing_mm, "subjects": pick}
+    if "backends" in args.parts:
+        print("skull stripping per backend", flush=True)
+        result["backends"] = bench_backends(cohort, pick, args.backends, conf)
+    if "stage" in args.parts and args.std_study:
+        print("stage outputs (registration, lesion)", flush=True)
+        result["stage"] = bench_stage_outputs(args.cohort_study, args.std_study, conf)
+    if "n4" in args.parts:
+        print("N4", flush=True)
+        result["n4"] = bench_n4(cohort, pick, conf)
+    if "speed" in args.parts:
+        print("speed", flush=True)
+        result["speed"] = bench_speed(
+            cohort, pick[: args.n_speed], cfg, args.out, cores, tuple(args.speed_spacings)
+        )
+    brief = {
+        k: ({kk: vv for kk, vv in v.items() if kk != "rows"} if isinstance(v, dict) else v)
+        for k, v in result.items()
+    }
+    for b in brief.get("backends", {}).values():
+        b.pop("rows", None)
+    print(json.dumps(brief, indent=1, default=float))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1, default=float) + "\n")
+
+
+if __name__ == "__main__":
+    main()

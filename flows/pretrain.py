@@ -1,0 +1,153 @@
+"""Stage ``pretrain``: SSL pretraining per framework (SimCLR, BYOL, DINO, MoCo v3) and a
+supervised baseline, on TRAINING-split patients only (see :mod:`brainxai.ssl`).
+
+Run: ``brainxai ssl pretrain [--framework simclr ...]`` (all of ``pretrain.frameworks`` by
+default); DVC runs one stage per framework (``pretrain@<framework>`` in ``dvc.yaml``) after
+``pretrain_cache``. Writes ``models/ssl/<framework>/`` (``backbone.safetensors``,
+checkpoints, ``summary.json``) and ``reports/metrics/pretrain_<framework>.json``; logs one
+nested MLflow run per framework (params, per-step and per-epoch metrics with their step,
+the last checkpoint, the backbone as an MLflow model with its input signature).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pytorch
+import numpy as np
+import torch
+import torchvision
+from mlflow.models import infer_signature
+from prefect import flow, get_run_logger
+
+from brainxai.config import load_params
+from brainxai.manifest import read_table
+from brainxai.paths import StudyPaths
+from brainxai.splits import check_subset_leakage
+from brainxai.ssl import build_backbone
+from brainxai.ssl.checkpoint import read_backbone
+from tasks.caching import run_cached
+from tasks.env import study_root
+from tasks.ingest import file_sha256
+from tasks.pretrain import framework_params, pretrain_cache, pretrain_framework
+from tasks.tracking import flatten, stage_run
+
+SUMMARY_KEYS = (
+    "framework", "arch", "epochs", "steps", "n_pretrain_images", "n_knn_bank", "n_knn_query",
+    "knn_classes", "resumed_from_epoch", "device", "final",
+)  # fmt: skip
+
+
+def _cache_call(params: dict[str, Any], paths: StudyPaths) -> dict[str, Any]:
+    pcfg = params["pretrain"]
+    return {
+        "manifest_path": str(paths.manifest),
+        "manifest_sha256": file_sha256(paths.manifest),
+        "base_dir": str(paths.root),
+        "data_cfg": pcfg["data"],
+        "knn_cfg": pcfg["knn"],
+        "out_dir": str(paths.interim / "pretrain"),
+    }
+
+
+def _log_backbone(result: dict[str, Any], cfg: dict[str, Any], name: str) -> None:
+    """The final backbone as an MLflow model (input: (N, 1, S, S) float32 in [0, 1])."""
+    t = cfg["train"]
+    bb = build_backbone(t["arch"], t.get("input_mean", 0.449), t.get("input_std", 0.226))
+    bb.load_state_dict(read_backbone(result["backbone"]))
+    bb.eval()
+    size = int(result["image_size"])
+    example = np.zeros((1, 1, size, size), dtype=np.float32)
+    with torch.no_grad():
+        out = bb(torch.from_numpy(example)).numpy()
+    mlflow.pytorch.log_model(
+        bb,
+        name=name,
+        signature=infer_signature(example, out),
+        input_example=example,  # MLflow 3's default pt2 format traces the model with it
+        pip_requirements=[f"torch=={torch.__version__}", f"torchvision=={torchvision.__version__}"],
+    )
+
+
+@flow(name="pretrain", log_prints=True)
+def pretrain_flow(
+    profile: str | None = None,
+    root: str | None = None,
+    frameworks: list[str] | None = None,
+    log_model: bool = True,
+) -> dict[str, Any]:
+    """Decode the cache once, check leakage, pretrain each framework in turn."""
+    root_path = Path(root) if root else study_root()
+    params = load_params(root_path / "params.yaml", profile=profile)
+    paths = StudyPaths.from_params(root_path, params)
+    pcfg = params["pretrain"]
+    chosen = list(pcfg["frameworks"] if frameworks is None else frameworks)
+    unknown = [f for f in chosen if f not in pcfg["frameworks"]]
+    if unknown:
+        raise ValueError(f"unknown frameworks {unknown}; known: {pcfg['frameworks']}")
+    logger = get_run_logger()
+    manifest = read_table(paths.manifest)
+    summary: dict[str, Any] = {}
+    shared = {k: pcfg[k] for k in ("data", "train", "augment", "knn")}
+    with stage_run("pretrain", {"pretrain": {**shared, "frameworks": chosen}}) as stage:
+        (cache,) = run_cached(pretrain_cache, lambda r: r["files"], [_cache_call(params, paths)])
+        check_subset_leakage(manifest, cache["pretrain_record_ids"], allowed_splits=("train",))
+        mlflow.log_metrics(
+            {
+                f"pretrain.cache.{k}": float(cache[k])
+                for k in ("n", "ok", "failed", "n_pretrain", "n_pretrain_3d_slices", "n_query")
+            }
+        )
+        for reason in cache["failures"]:
+            logger.warning("not cached: %s (%s)", reason["key"], reason["reason"])
+        for fw in chosen:
+            cfg = framework_params(pcfg, fw, params["seed"])
+            out_dir = paths.root / pcfg["out_dir"] / fw
+            with mlflow.start_run(
+                experiment_id=stage.info.experiment_id,
+                run_name=f"pretrain-{fw}",
+                nested=True,
+                tags={"brainxai.framework": fw, "brainxai.stage": "pretrain"},
+            ) as child:
+                mlflow.log_params(flatten(cfg))
+                call = {
+                    "framework": fw,
+                    "cache_dir": cache["cache_dir"],
+                    "cache_fingerprint": cache["fingerprint"],
+                    "cfg": cfg,
+                    "out_dir": str(out_dir),
+                    "resident_max_bytes": int(pcfg["data"]["resident_max_bytes"]),
+                    "mlflow_run_id": child.info.run_id,
+                }
+                (res,) = run_cached(pretrain_framework, lambda r: r["files"], [call])
+                if res["mlflow_run_id"] != child.info.run_id:  # cache hit: log the history
+                    for rec in res["history"]:
+                        step = int(rec["epoch"]) * int(res["steps_per_epoch"])
+                        mlflow.log_metrics(
+                            {f"epoch_{k}" if k in ("loss", "lr", "images_per_s") else k: v
+                             for k, v in rec.items()},
+                            step=step,
+                        )  # fmt: skip
+                mlflow.log_metrics({f"final.{k}": float(v) for k, v in res["final"].items()})
+                if res["checkpoint"]:
+                    mlflow.log_artifact(res["checkpoint"], artifact_path="checkpoints")
+                if log_model:
+                    _log_backbone(res, cfg, f"backbone-{fw}")
+            summary[fw] = {k: res[k] for k in SUMMARY_KEYS} | {
+                "backbone": paths.rel(Path(res["backbone"]))
+            }
+            paths.metrics.mkdir(parents=True, exist_ok=True)
+            (paths.metrics / f"pretrain_{fw}.json").write_text(
+                json.dumps(summary[fw], indent=2, sort_keys=True) + "\n"
+            )
+            logger.info("%s: %s", fw, res["final"])
+    return {"cache": {k: v for k, v in cache.items() if k != "pretrain_record_ids"}, **summary}
+
+
+if __name__ == "__main__":
+    import typer
+
+    typer.run(pretrain_flow)

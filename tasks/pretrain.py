@@ -1,0 +1,157 @@
+"""Prefect tasks around :mod:`brainxai.ssl`: the decoded cache and one pretraining run per
+framework.
+
+* ``pretrain-cache`` decodes the selected images once (keyed by the manifest's sha256, the
+  data/monitor params and the cache code).
+* ``pretrain-framework`` trains one framework. Its cache key holds only that framework's
+  params (its own section + the shared loop/augmentation/monitor sections), the cache
+  fingerprint and the ``brainxai.ssl`` code, so changing BYOL's momentum re-runs BYOL only.
+  The MLflow run id it streams metrics to is excluded from the key. It retries once: a
+  run that crashed (killed worker, preempted GPU) resumes from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+from prefect import task
+
+from brainxai.manifest import read_table
+from brainxai.ssl import (
+    AugmentConfig,
+    Cache,
+    DataConfig,
+    KnnConfig,
+    PretrainSpec,
+    TrainConfig,
+    build_cache,
+    fingerprint,
+    framework_config,
+    from_mapping,
+    pretrain,
+    select_items,
+)
+from brainxai.ssl.cache import IMAGES, INDEX
+from tasks.caching import code_policy
+
+CACHE_CODE = ("brainxai.ssl.cache", "brainxai.ssl.volumes", "brainxai.ssl.dataset")
+STEP_KEYS = ("loss", "lr", "images_per_s", "gpu_mem_gb", "grad_norm")
+
+
+def framework_params(pcfg: dict[str, Any], framework: str, seed: int) -> dict[str, Any]:
+    """The params one framework's run depends on (and nothing of the other frameworks)."""
+    return {
+        "framework": dict(pcfg.get(framework) or {}),
+        "train": {**pcfg["train"], "seed": int(seed)},
+        "augment": dict(pcfg["augment"]),
+        "knn": dict(pcfg["knn"]),
+    }
+
+
+def spec_of(framework: str, cfg: dict[str, Any], data_id: str) -> PretrainSpec:
+    return PretrainSpec(
+        framework=framework,
+        optim=framework_config(framework, cfg["framework"]),
+        train=from_mapping(TrainConfig, cfg["train"]),
+        augment=from_mapping(AugmentConfig, cfg["augment"]),
+        knn=from_mapping(KnnConfig, cfg["knn"]),
+        data_id=data_id,
+    )
+
+
+@task(name="pretrain-cache", cache_policy=code_policy(*CACHE_CODE), persist_result=True)
+def pretrain_cache(
+    manifest_path: str,
+    manifest_sha256: str,
+    base_dir: str,
+    data_cfg: dict[str, Any],
+    knn_cfg: dict[str, Any],
+    out_dir: str,
+) -> dict[str, Any]:
+    """Select the pretraining/monitor images and decode them once into ``out_dir/<id>/``."""
+    data = from_mapping(DataConfig, data_cfg)
+    items = select_items(read_table(manifest_path), data, from_mapping(KnnConfig, knn_cfg))
+    fp = fingerprint(items, data.cache_size)
+    cache_dir = Path(out_dir) / fp
+    t0 = time.perf_counter()
+    stats = build_cache(
+        items,
+        base_dir,
+        cache_dir,
+        data.cache_size,
+        data.decode_workers,
+        (data.volume_slab, data.volume_window_percentile),
+    )
+    used = items.loc[items["pretrain"], "record_id"]
+    return {
+        "cache_dir": str(cache_dir),
+        "fingerprint": fp,
+        "files": [str(cache_dir / IMAGES), str(cache_dir / INDEX)],
+        "pretrain_record_ids": sorted(set(used.astype(str))),
+        "n_pretrain": int(items["pretrain"].sum()),
+        "n_pretrain_3d_slices": int((items["pretrain"] & (items["kind"] == "3d")).sum()),
+        "n_bank": int(items["bank"].sum()),
+        "n_query": int(items["query"].sum()),
+        "decode_seconds": time.perf_counter() - t0,
+        **{k: stats[k] for k in ("n", "ok", "failed", "failures", "bytes")},
+    }
+
+
+class MlflowStream:
+    """``on_metrics`` callback writing step/epoch metrics to one MLflow run (by id)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.client = MlflowClient()
+        self.run_id = run_id
+
+    def __call__(self, kind: str, step: int, metrics: dict[str, float]) -> None:
+        ts = int(time.time() * 1000)
+        if kind == "step":
+            items = {k: v for k, v in metrics.items() if k in STEP_KEYS}
+        else:
+            items = {f"epoch_{k}" if k in STEP_KEYS else k: v for k, v in metrics.items()}
+        self.client.log_batch(
+            self.run_id, metrics=[Metric(k, float(v), ts, step) for k, v in items.items()]
+        )
+
+
+@task(
+    name="pretrain-framework",
+    cache_policy=code_policy("brainxai.ssl") - "mlflow_run_id",
+    persist_result=True,
+    retries=1,
+)
+def pretrain_framework(
+    framework: str,
+    cache_dir: str,
+    cache_fingerprint: str,
+    cfg: dict[str, Any],
+    out_dir: str,
+    resident_max_bytes: int,
+    mlflow_run_id: str | None = None,
+) -> dict[str, Any]:
+    """Pretrain one framework (resuming from its newest matching checkpoint, if any)."""
+    spec = spec_of(framework, cfg, cache_fingerprint)
+    stream = MlflowStream(mlflow_run_id) if mlflow_run_id else None
+    result = pretrain(
+        spec,
+        Cache.open(cache_dir),
+        out_dir,
+        on_metrics=stream,
+        resume=True,
+        resident_max_bytes=resident_max_bytes,
+    )
+    ckpts = sorted((Path(out_dir) / "checkpoints").glob("epoch-*.pt"))
+    result["checkpoint"] = str(ckpts[-1]) if ckpts else ""
+    result["files"] = [result["backbone"], *([result["checkpoint"]] if ckpts else [])]
+    result["mlflow_run_id"] = mlflow_run_id
+    (Path(out_dir) / "summary.json").write_text(
+        json.dumps({k: v for k, v in result.items() if k != "files"}, indent=2, sort_keys=True)
+        + "\n"
+    )
+    return result

@@ -1,0 +1,86 @@
+"""Prefect tasks around :mod:`brainxai.standardize`: one cached task per subject session.
+
+The cache key is the subject's file paths + their sha256 (from the manifest) + the
+stage config + the task source + a hash of ``brainxai.standardize`` (see
+:mod:`tasks.caching`), so re-running the stage after adding one subject processes only
+that subject. Bad data (:class:`BadInput`) is not an exception for Prefect: the task
+returns a quarantine record, which is cached like a success, so a retry never re-runs
+on the same bad data. Only transient I/O errors (``OSError``) are retried.
+
+ANTsPy holds the GIL, so subjects run in parallel in processes (Prefect's
+``ProcessPoolTaskRunner``); each worker caps ITK's and torch's threads at
+``cores // workers`` so the cores are not oversubscribed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from brainxai.standardize import BadInput, StandardizeConfig, set_threads, standardize_subject
+from tasks.caching import code_policy
+
+STANDARDIZE_CODE = ("brainxai.standardize",)
+
+
+def transient_io(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry condition: only ``OSError`` (a flaky disk/network share), never bad data."""
+    try:
+        state.result()
+    except BadInput:
+        return False
+    except OSError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(
+    name="standardize-subject",
+    cache_policy=code_policy(*STANDARDIZE_CODE),
+    persist_result=True,
+    task_run_name="standardize-{subject}",
+    retries=1,
+    retry_condition_fn=transient_io,
+)
+def standardize_one(
+    subject: str,
+    images: dict[str, str],
+    sha256: dict[str, str],
+    cfg: dict[str, Any],
+    out_dir: str,
+    threads: int,
+    lesion_mask: str | None = None,
+) -> dict[str, Any]:
+    """Standardize one session; return its outputs and QC, or a quarantine record.
+
+    ``files`` lists every file written (for :func:`tasks.caching.run_cached`),
+    ``outputs`` names them (see :func:`brainxai.standardize.output_files`).
+
+    ``sha256`` (content hashes of ``images`` from the manifest) is only there for the
+    cache key; ``threads`` is the ITK/torch thread cap of this worker.
+    """
+    set_threads(threads)
+    conf = StandardizeConfig.from_dict(cfg)
+    try:
+        res = standardize_subject(images, Path(out_dir), conf, lesion_mask=lesion_mask)
+    except BadInput as exc:
+        return {
+            "subject": subject,
+            "status": "quarantined",
+            "reason": exc.reason,
+            "detail": exc.detail,
+            "files": [],
+        }
+    files = [*res["files"].values(), *res["xfm_fwd"], *res["xfm_inv"]]
+    outputs = res.pop("files")
+    return {
+        "subject": subject,
+        "status": "ok",
+        **res,
+        "outputs": outputs,
+        "files": sorted(set(files)),
+    }
