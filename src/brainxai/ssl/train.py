@@ -229,7 +229,7 @@ def pretrain(
                 if cuda:
                     torch.cuda.synchronize(device)
                 now = time.perf_counter()
-                m = {"loss": float(loss), "lr": lr, "images_per_s": n_log / (now - t_log)}
+                m = {"loss": float(loss.detach()), "lr": lr, "images_per_s": n_log / (now - t_log)}
                 if grad_norm is not None:
                     m["grad_norm"] = float(grad_norm)
                 on_metrics("step", step, {**m, **_gpu_mem_gb(device)})
