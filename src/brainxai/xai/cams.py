@@ -36,7 +36,6 @@ trained keeps its parameters, gradients, buffers, hooks and train/eval mode.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +48,7 @@ from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from torch import nn
 
 from brainxai.xai import gradients as grads_mod
+from brainxai.xai._config import config_from_dict, config_to_dict
 from brainxai.xai.layers import target_layers
 from brainxai.xai.normalise import minmax_normalise
 
@@ -98,19 +98,11 @@ class CamConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> CamConfig:
         """Build from a (YAML) mapping; unknown keys are an error, lists become tuples."""
-        d = dict(d or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown CamConfig key(s): {unknown}; valid keys: {sorted(names)}")
-        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**d)
+        return config_from_dict(cls, d)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able mapping; ``from_dict(to_dict())`` round-trips."""
-        return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-        }
+        return config_to_dict(self)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ paper admits (§6). Plots: :mod:`brainxai.xai.trajectory_plots`.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from brainxai.xai._arrays import to_numpy
+from brainxai.xai._config import config_from_dict, config_to_dict
 from brainxai.xai.cscore import cscore, gold_mask
 from brainxai.xai.groundtruth import localisation_scores
 
@@ -95,20 +95,11 @@ class TrackingConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> TrackingConfig:
         """Build from a (YAML) mapping; unknown keys are an error, lists become tuples."""
-        d = dict(d or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(
-                f"unknown TrackingConfig key(s): {unknown}; valid keys: {sorted(names)}"
-            )
-        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**d)
+        return config_from_dict(cls, d)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-        }
+        """JSON-able mapping; ``from_dict(to_dict())`` round-trips."""
+        return config_to_dict(self)
 
 
 @dataclass(frozen=True)
