@@ -35,6 +35,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from brainxai.config import config_from_mapping
+
 
 @dataclass(frozen=True)
 class BaselineConfig:
@@ -52,10 +54,7 @@ class BaselineConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BaselineConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown baseline keys {sorted(unknown)}")
-        return cls(**d)
+        return config_from_mapping(cls, d)
 
 
 def _load_2d(path: Path, size: int) -> np.ndarray:

@@ -11,14 +11,17 @@ constants.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, get_type_hints
 
 import yaml
+
+T = TypeVar("T")
 
 PARAMS_FILE = "params.yaml"
 ROOT_ENV = "BRAINXAI_ROOT"
@@ -80,3 +83,54 @@ def params_digest(params: Mapping[str, Any]) -> str:
     """Stable short hash of a (sub)set of parameters, for cache keys and run tags."""
     blob = json.dumps(params, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def json_ready(obj: Any) -> Any:
+    """Recursively turn tuples into lists (stable JSON/YAML dumps of configs)."""
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_ready(v) for v in obj]
+    return obj
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_coerce(v, None) for v in value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def config_from_mapping(
+    cls: type[T], d: Mapping[str, Any] | None, nested: Mapping[str, type] | None = None
+) -> T:
+    """Build the frozen config dataclass ``cls`` from a ``params.yaml`` section.
+
+    Unknown keys raise ``ValueError`` naming the valid ones (a typo must never fall back
+    to a default); YAML lists become tuples (recursively); ints given for ``float``
+    fields become floats; keys in ``nested`` are sub-sections built with that class's
+    ``from_dict``. Every stage's ``Config.from_dict`` goes through here.
+    """
+    d = dict(d or {})
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {unknown}; valid keys: {sorted(names)}")
+    try:
+        hints = get_type_hints(cls)
+    except (NameError, TypeError):
+        hints = {}
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        sub = (nested or {}).get(key)
+        if sub is not None and not dataclasses.is_dataclass(value):
+            out[key] = sub.from_dict(value)  # type: ignore[attr-defined]
+        else:
+            out[key] = _coerce(value, hints.get(key))
+    return cls(**out)
+
+
+def config_to_mapping(obj: Any) -> dict[str, Any]:
+    """JSON-able mapping of a config dataclass; ``config_from_mapping`` round-trips it."""
+    return json_ready(dataclasses.asdict(obj))

@@ -32,7 +32,6 @@ Folds
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 from collections.abc import Iterable
@@ -44,6 +43,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from brainxai.config import config_from_mapping
 from brainxai.manifest import SPLITS
 
 
@@ -76,11 +76,7 @@ class SplitConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> SplitConfig:
-        d = dict(d or {})
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown SplitConfig keys: {unknown}")
-        return cls(**d)
+        return config_from_mapping(cls, d)
 
     def fractions(self) -> dict[str, float]:
         return {"train": self.train, "val": self.val, "test": self.test}

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from brainxai.config import config_from_mapping
+
 Layout = Literal["kaggle17", "kermany", "bids", "dicom"]
 LAYOUTS: tuple[str, ...] = get_args(Layout)
 
@@ -63,16 +65,13 @@ class IngestConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> IngestConfig:
-        """Build from a (YAML) mapping; unknown keys are an error, lists become tuples."""
+        """Build from a (YAML) mapping (:func:`brainxai.config.config_from_mapping`);
+        label lists are read as strings."""
         d = dict(d or {})
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - fields)
-        if unknown:
-            raise ValueError(f"unknown IngestConfig keys: {unknown}")
         for key in ("allowed_labels", "kermany_classes"):
             if d.get(key) is not None:
-                d[key] = tuple(str(x) for x in d[key])
-        return cls(**d)
+                d[key] = [str(x) for x in d[key]]
+        return config_from_mapping(cls, d)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -8,44 +8,13 @@ framework module's config class.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar, get_type_hints
 
-T = TypeVar("T")
+from brainxai.config import config_from_mapping, config_to_mapping
 
-
-def from_mapping(cls: type[T], d: Mapping[str, Any] | None) -> T:
-    """Build dataclass ``cls`` from a mapping; unknown keys raise ``ValueError``."""
-    d = dict(d or {})
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; valid keys: {sorted(names)}")
-    hints = get_type_hints(cls)
-    return cls(**{k: _coerce(v, hints[k]) for k, v in d.items()})
-
-
-def _coerce(value: Any, hint: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
-def to_dict(obj: Any) -> dict[str, Any]:
-    """JSON-able mapping of a config dataclass (tuples become lists)."""
-
-    def ready(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: ready(x) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [ready(x) for x in v]
-        return v
-
-    return ready(dataclasses.asdict(obj))
+#: Re-exported: every stage builds its config dataclasses with the same helpers.
+from_mapping = config_from_mapping
+to_dict = config_to_mapping
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from brainxai.config import config_from_mapping
+
 T = TypeVar("T")
 
 SkullStripBackend = Literal["hdbet", "deepbet", "template"]
@@ -18,19 +20,8 @@ BACKENDS: tuple[str, ...] = ("hdbet", "deepbet", "template")
 
 
 def _build(cls: type[T], d: dict[str, Any] | None, nested: dict[str, type] | None = None) -> T:
-    """Dataclass from a mapping: unknown keys raise; lists become tuples; nested sections."""
-    d = dict(d or {})
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {unknown}")
-    for key, sub in (nested or {}).items():
-        if key in d and not dataclasses.is_dataclass(d[key]):
-            d[key] = sub.from_dict(d[key])  # type: ignore[attr-defined]
-    for key, val in d.items():
-        if isinstance(val, list):
-            d[key] = tuple(val)
-    return cls(**d)
+    """Dataclass from a mapping (:func:`brainxai.config.config_from_mapping`)."""
+    return config_from_mapping(cls, d, nested)
 
 
 @dataclass(frozen=True)

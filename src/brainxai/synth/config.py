@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, get_type_hints
+from typing import Any
+
+from brainxai.config import config_from_mapping, json_ready
 
 #: Axis codes accepted in ``orientation_choices`` (three letters, one of R/L, A/P, S/I each).
 _AXIS_PAIRS = ({"R", "L"}, {"A", "P"}, {"S", "I"})
@@ -140,36 +142,12 @@ class SynthConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> SynthConfig:
-        """Build from a (YAML) mapping; unknown keys are an error, lists become tuples."""
-        d = dict(d or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(
-                f"unknown SynthConfig key(s): {', '.join(unknown)}; valid keys: {sorted(names)}"
-            )
-        hints = get_type_hints(cls)
-        kwargs = {k: _coerce(v, hints[k]) for k, v in d.items()}
-        return cls(**kwargs)
+        """Build from a (YAML) mapping (:func:`brainxai.config.config_from_mapping`)."""
+        return config_from_mapping(cls, d)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able mapping (tuples become lists); ``from_dict(to_dict())`` round-trips."""
         return json_ready(dataclasses.asdict(self))
 
 
-def _coerce(value: Any, hint: Any) -> Any:
-    """Turn YAML lists into the tuples the frozen dataclass expects."""
-    if isinstance(value, list):
-        return tuple(_coerce(v, None) for v in value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
-def json_ready(obj: Any) -> Any:
-    """Recursively convert tuples to lists (for stable JSON / YAML dumps)."""
-    if isinstance(obj, dict):
-        return {k: json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_ready(v) for v in obj]
-    return obj
+__all__ = ["SynthConfig", "json_ready"]

@@ -47,8 +47,8 @@ from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, Score
 from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from torch import nn
 
+from brainxai.config import config_from_mapping, config_to_mapping
 from brainxai.xai import gradients as grads_mod
-from brainxai.xai._config import config_from_dict, config_to_dict
 from brainxai.xai.layers import target_layers
 from brainxai.xai.normalise import minmax_normalise
 
@@ -98,11 +98,11 @@ class CamConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> CamConfig:
         """Build from a (YAML) mapping; unknown keys are an error, lists become tuples."""
-        return config_from_dict(cls, d)
+        return config_from_mapping(cls, d)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able mapping; ``from_dict(to_dict())`` round-trips."""
-        return config_to_dict(self)
+        return config_to_mapping(self)
 
 
 @dataclass(frozen=True)

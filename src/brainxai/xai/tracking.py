@@ -38,8 +38,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from brainxai.config import config_from_mapping, config_to_mapping
 from brainxai.xai._arrays import to_numpy
-from brainxai.xai._config import config_from_dict, config_to_dict
 from brainxai.xai.cscore import cscore, gold_mask
 from brainxai.xai.groundtruth import localisation_scores
 
@@ -95,11 +95,11 @@ class TrackingConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> TrackingConfig:
         """Build from a (YAML) mapping; unknown keys are an error, lists become tuples."""
-        return config_from_dict(cls, d)
+        return config_from_mapping(cls, d)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able mapping; ``from_dict(to_dict())`` round-trips."""
-        return config_to_dict(self)
+        return config_to_mapping(self)
 
 
 @dataclass(frozen=True)
