@@ -16,6 +16,9 @@ from matplotlib.figure import Figure
 
 from brainxai.xai.tracking import GLOBAL
 
+#: Class panels per row of a trajectory figure.
+PANELS_PER_ROW = 6
+
 
 def plot_trajectory(table: pd.DataFrame, model: str, method: str, path: str | Path) -> Path:
     """One PNG for (model, method): a C-Score/AUC panel per class + global, gold sizes."""
@@ -24,12 +27,19 @@ def plot_trajectory(table: pd.DataFrame, model: str, method: str, path: str | Pa
         raise ValueError(f"no rows for model {model!r}, method {method!r}")
     classes = [*sorted(k for k in sub["klass"].unique() if k != GLOBAL), GLOBAL]
     n = len(classes)
-    fig = Figure(figsize=(3.2 * n, 5.6), dpi=100, layout="constrained")
+    # Panels wrap after PANELS_PER_ROW (17 classes in one row made a 5,800 px wide figure
+    # whose constrained layout took ~10 s); fixed margins instead of a layout engine.
+    ncol = min(n, PANELS_PER_ROW)
+    nrow = -(-n // ncol)
+    fig = Figure(figsize=(2.8 * ncol, 2.4 * nrow + 2.6), dpi=100)
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(2, n, height_ratios=(3, 2))
+    grid = fig.add_gridspec(
+        nrow + 1, ncol, height_ratios=(*([1.0] * nrow), 1.1),
+        left=0.06, right=0.99, bottom=0.07, top=0.93, hspace=0.55, wspace=0.25,
+    )  # fmt: skip
     for j, k in enumerate(classes):
         s = sub[sub["klass"] == k].sort_values("epoch")
-        ax = fig.add_subplot(grid[0, j])
+        ax = fig.add_subplot(grid[j // ncol, j % ncol])
         ax.plot(s["epoch"], s["cscore"], "o-", color="tab:blue", label="C-Score")
         empty = s[s["empty"].astype(bool)]
         ax.plot(
@@ -37,12 +47,12 @@ def plot_trajectory(table: pd.DataFrame, model: str, method: str, path: str | Pa
         )
         ax.plot(s["epoch"], s["auc"], "s--", color="tab:orange", label="AUC")
         ax.set_ylim(-0.03, 1.03)
-        ax.set_xlabel("epoch")
-        ax.set_title("global" if k == GLOBAL else f"class {k}")
-        if j == 0:
+        ax.set_title("global" if k == GLOBAL else f"class {k}", fontsize=9)
+        if j % ncol == 0:
             ax.set_ylabel("C-Score / AUC")
+        if j == 0:
             ax.legend(fontsize=7, loc="lower left")
-    ax = fig.add_subplot(grid[1, :])
+    ax = fig.add_subplot(grid[nrow, :])
     for k in classes[:-1]:
         s = sub[sub["klass"] == k].sort_values("epoch")
         ax.plot(
