@@ -23,6 +23,21 @@ ssl_app = typer.Typer(
     help="Self-supervised pretraining (SimCLR, BYOL, DINO, MoCo v3).", no_args_is_help=True
 )
 app.add_typer(ssl_app, name="ssl")
+finetune_app = typer.Typer(
+    help="Label-fraction fine-tuning and evaluation (linear probe, full fine-tuning).",
+    no_args_is_help=True,
+)
+app.add_typer(finetune_app, name="finetune")
+xai_app = typer.Typer(
+    help="Explanation tracking per checkpoint (C-Score, correctness, dissociations).",
+    no_args_is_help=True,
+)
+app.add_typer(xai_app, name="xai")
+classify3d_app = typer.Typer(
+    help="3D classifier (paper 003): DenseNet121-3D + mask-guided attention, patient CV.",
+    no_args_is_help=True,
+)
+app.add_typer(classify3d_app, name="classify3d")
 
 Profile = Annotated[
     str | None, typer.Option("--profile", "-p", help="params.yaml profile (smoke | full).")
@@ -65,6 +80,14 @@ def data_difficulty(profile: Profile = None) -> None:
     _echo(difficulty_flow(profile=profile))
 
 
+@data_app.command("pseudolabel")
+def data_pseudolabel(profile: Profile = None) -> None:
+    """Pseudo-label tumours in 3D: slice boxes (classical / local VLM / served VLM) -> MLP."""
+    from flows.pseudolabel import pseudolabel_flow
+
+    _echo(pseudolabel_flow(profile=profile))
+
+
 @ssl_app.command("cache")
 def ssl_cache(profile: Profile = None) -> None:
     """Decode the training-patient images once into the uint8 cache; check leakage."""
@@ -85,6 +108,32 @@ def ssl_pretrain(
     from flows.pretrain import pretrain_flow
 
     _echo(pretrain_flow(profile=profile, frameworks=framework or None))
+
+
+@finetune_app.command("run")
+def finetune_run(profile: Profile = None) -> None:
+    """Every init x protocol x label fraction x seed (cached cells), then the statistics."""
+    from flows.finetune import finetune_flow
+
+    _echo(finetune_flow(profile=profile))
+
+
+@classify3d_app.command("run")
+def classify3d_run(profile: Profile = None) -> None:
+    """Stratified patient CV of every ablation row and compared backbone (cached folds),
+    paired tests against the base row, checkpoints + index for the xai stage."""
+    from flows.classify3d import classify3d_flow
+
+    _echo(classify3d_flow(profile=profile))
+
+
+@xai_app.command("track")
+def xai_track(profile: Profile = None) -> None:
+    """Heatmaps of every selected checkpoint x method (cached), C-Score and correctness
+    trajectories, paper 004's dissociations, tau/gamma sweeps, randomisation check, plots."""
+    from flows.xai import xai_flow
+
+    _echo(xai_flow(profile=profile))
 
 
 @study_app.command("run")

@@ -18,11 +18,15 @@ from typing import Any
 import mlflow
 from prefect import flow
 
+from flows.classify3d import classify3d_flow
 from flows.difficulty import difficulty_flow
+from flows.finetune import finetune_flow
 from flows.ingest import ingest_flow
 from flows.pretrain import pretrain_flow
+from flows.pseudolabel import pseudolabel_flow
 from flows.standardize import standardize_flow
 from flows.synth import synth_flow
+from flows.xai import xai_flow
 from tasks.env import study_root
 from tasks.tracking import PARENT_ENV, ensure_experiment, git_commit
 
@@ -32,6 +36,10 @@ STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "standardize": standardize_flow,
     "difficulty": difficulty_flow,
     "pretrain": pretrain_flow,
+    "finetune": finetune_flow,
+    "pseudolabel": pseudolabel_flow,
+    "classify3d": classify3d_flow,
+    "xai": xai_flow,
 }
 
 

@@ -45,3 +45,20 @@ def test_random_init_is_seeded_and_cam_layers_resolve():
         assert torch.equal(va, vb), ka
     assert target_layer_names(a) == ["backbone.net.layer4"]
     assert target_layer_names(a, multiscale=True)[0] == "backbone.net.layer2"
+
+
+def test_head_only_checkpoint_survives_moving_the_study_tree(tmp_path):
+    import shutil
+
+    root = tmp_path / "a"
+    model = build_classifier("resnet18", 3, 0.45, 0.23, backbone_seed=1).eval()
+    bb = save_backbone(model.backbone, root / "models/ssl/simclr/backbone.safetensors")
+    ckpt = root / "models/finetune/run/epoch-0001.pt"
+    save_classifier(ckpt, model, _meta(backbone_path=str(bb)), True)
+    meta = torch.load(ckpt, weights_only=True)["meta"]
+    assert meta["backbone_path"] == "../../ssl/simclr/backbone.safetensors"
+    shutil.move(root, tmp_path / "b")
+    x = torch.rand(1, 1, 32, 32)
+    back, _ = load_classifier(tmp_path / "b/models/finetune/run/epoch-0001.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), model(x))

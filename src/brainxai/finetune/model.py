@@ -14,10 +14,16 @@ is a ``torch.save`` dict read back with ``weights_only=True``:
     ``arch``, ``num_classes``, ``class_names``, ``input_mean``, ``input_std``,
     ``image_size``, ``epoch``, ``run`` (the run's name), ``init``, ``protocol``,
     ``fraction``, ``seed``, ``backbone_path``, ``backbone_seed``.
+
+``backbone_path`` is stored relative to the checkpoint's directory (an absolute path given
+to :func:`save_classifier` is rewritten), so a study tree can be moved, cloned or pulled
+from a DVC remote elsewhere; :func:`resolve_backbone` reads it back (also accepting
+a path relative to any ancestor of the checkpoint, e.g. the study root).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +86,25 @@ def save_classifier(
     missing = [k for k in META_KEYS if k not in meta]
     if missing:
         raise ValueError(f"checkpoint meta lacks {missing}")
+    meta = dict(meta)
+    if meta["backbone_path"] and Path(meta["backbone_path"]).is_absolute():
+        meta["backbone_path"] = os.path.relpath(meta["backbone_path"], Path(path).parent.absolute())
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if head_only_state:
         state = head_only(state)
     return save_checkpoint(Path(path), {"state_dict": state, "meta": dict(meta)})
+
+
+def resolve_backbone(checkpoint: str | Path, backbone_path: str) -> str:
+    """The backbone file a checkpoint names: absolute, else relative to the checkpoint's
+    directory or one of its ancestors (``""`` stays ``""``: random init)."""
+    if not backbone_path or Path(backbone_path).is_absolute():
+        return backbone_path
+    ckpt = Path(checkpoint).absolute()
+    for base in ckpt.parents:
+        if (base / backbone_path).is_file():
+            return str((base / backbone_path).resolve())
+    raise FileNotFoundError(f"{checkpoint}: backbone {backbone_path!r} not found")
 
 
 def load_classifier(path: str | Path, map_location: str = "cpu") -> tuple[Classifier, dict]:
@@ -95,7 +116,7 @@ def load_classifier(path: str | Path, map_location: str = "cpu") -> tuple[Classi
         int(meta["num_classes"]),
         float(meta["input_mean"]),
         float(meta["input_std"]),
-        backbone_path=meta["backbone_path"],
+        backbone_path=resolve_backbone(path, meta["backbone_path"]),
         backbone_seed=int(meta["backbone_seed"]),
     )
     state = ckpt["state_dict"]

@@ -1,0 +1,409 @@
+"""Stage ``xai``: per-checkpoint explanation tracking (paper 004) on the checkpoints the
+training stages log (fine-tuning: ``models/finetune/index.parquet``; 3D classifier:
+``models/classify3d/index.parquet``; a missing index skips that family and says so).
+
+Run: ``brainxai xai track [--profile smoke]``. For every selected checkpoint
+(``xai.select``) and method (``xai.methods``) one cached task writes float16 heatmaps of
+the evaluation images (``xai.eval_split``, at most ``xai.max_images`` per family, classes
+taking turns) to ``data/interim/xai/heatmaps/<run>/``. Then, from those files:
+
+* ``reports/xai/trajectory.parquet`` (+ ``.csv``): one row per (run, method, epoch, class)
+  and a global row (``klass = -1``): C-Score, gold-list size, support, AUC, accuracy and
+  correctness against the lesion masks (:mod:`brainxai.xai.tracking`);
+* ``reports/xai/dissociations.md``: paper 004's three AUC–consistency dissociations;
+* ``reports/xai/sensitivity.csv``: τ and γ sweeps at each run's final checkpoint;
+* ``reports/xai/randomisation.csv``: model-parameter randomisation check, final checkpoints;
+* ``reports/xai/plots/<run>__<method>.png``: C-Score and AUC per class vs epoch, gold sizes;
+* ``reports/xai/quarantine.csv``: checkpoints that are missing or do not load;
+* ``reports/metrics/xai.json``: the headline numbers.
+
+MLflow: a stage run with a nested run per model (``xai-<run>``): metrics with
+``step = epoch``, the randomisation results and the model's plots as artifacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+from prefect import flow, get_run_logger
+
+from brainxai.config import load_params
+from brainxai.jsonio import write_json
+from brainxai.paths import StudyPaths
+from brainxai.xai.checkpoints import (
+    checkpoint_fingerprint,
+    file_sha256,
+    loader_module,
+    read_index,
+    select_checkpoints,
+)
+from brainxai.xai.evalset import EvalSet, eval_masks, select_eval_2d, select_eval_3d
+from brainxai.xai.stage_config import FamilyConfig, XaiConfig
+from brainxai.xai.stage_tables import (
+    RUN_COLUMNS,
+    HeatmapFile,
+    final_files,
+    final_sensitivity,
+    headline,
+    stage_trajectory,
+)
+from brainxai.xai.tracking import CORRECTNESS, GLOBAL, dissociation_report, dissociations
+from brainxai.xai.trajectory_plots import plot_trajectory
+from tasks.caching import package_hash, run_cached
+from tasks.env import study_root
+from tasks.explain import explain_task, randomisation_task
+from tasks.runners import task_runner
+from tasks.tracking import stage_run
+
+QUARANTINE_COLUMNS = ["family", "run", "epoch", "path", "reason"]
+RANDOMISATION_KEYS = ("max_images", "seed", "threshold", "similarity")
+
+
+def _metric_name(*parts: str) -> str:
+    """MLflow-safe metric name (``+`` → ``p``, other odd characters → ``_``)."""
+    return ".".join(re.sub(r"[^\w\-]", "_", str(p).replace("+", "p")) for p in parts)
+
+
+def _evalset(name: str, fam: FamilyConfig, cfg: XaiConfig, root: Path) -> EvalSet:
+    cap = cfg.max_images if fam.max_images is None else fam.max_images
+    if fam.kind == "2d":
+        return select_eval_2d(root / fam.data, root, cfg.eval_split, cap, cfg.seed)
+    pseudo = root / fam.pseudolabels if fam.pseudolabels else None
+    return select_eval_3d(
+        root / fam.data, root, cfg.eval_split, fam.sequence, cap, cfg.seed, pseudo
+    )
+
+
+def _plan(
+    cfg: XaiConfig, root: Path, out_dir: Path
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], pd.DataFrame, list[dict]]:
+    """Explain calls, per-family report, eval sets, selected checkpoints, quarantine rows."""
+    calls: list[dict[str, Any]] = []
+    report: dict[str, Any] = {}
+    evalsets: dict[str, Any] = {}
+    selected = []
+    quarantine: list[dict[str, Any]] = []
+    cam_cfg = cfg.cam.to_dict()
+    for name, fam in cfg.families.items():
+        missing = [p for p in (fam.index, fam.data) if not (root / p).exists()]
+        if missing:
+            report[name] = {"status": "skipped", "reason": f"not found: {', '.join(missing)}"}
+            continue
+        index = read_index(root / fam.index)
+        sel = select_checkpoints(index, cfg.select.merged(fam.select))
+        ev = _evalset(name, fam, cfg, root)
+        ev_path = out_dir / "evalsets" / f"{name}.parquet"
+        ev_path.parent.mkdir(parents=True, exist_ok=True)
+        ev.table.to_parquet(ev_path, index=False)
+        ev.excluded.to_parquet(out_dir / "evalsets" / f"{name}_excluded.parquet", index=False)
+        evalsets[name] = {"kind": fam.kind, "table": ev.table, "path": ev_path}
+        report[name] = {
+            "status": "ok",
+            "kind": fam.kind,
+            "checkpoints_in_index": len(index),
+            "runs_in_index": int(index["run"].nunique()),
+            "checkpoints_selected": len(sel),
+            "runs_selected": int(sel["run"].nunique()),
+            "eval_candidates": len(ev.table) + len(ev.excluded),
+            "eval": ev.counts,
+        }
+        selected.append(sel.assign(family=name, kind=fam.kind))
+        for row in sel.itertuples():
+            ckpt = root / row.path
+            if not ckpt.is_file():
+                quarantine.append(
+                    {"family": name, "run": row.run, "epoch": int(row.epoch), "path": row.path,
+                     "reason": "checkpoint file missing"}
+                )  # fmt: skip
+                continue
+            common = {
+                "family": name,
+                "run": str(row.run),
+                "epoch": int(row.epoch),
+                "checkpoint_path": str(ckpt),
+                "checkpoint_fingerprint": checkpoint_fingerprint(ckpt, root),
+                "loader": str(row.loader),
+                "loader_code": package_hash(loader_module(str(row.loader))),
+                "kind": fam.kind,
+                "data": str(root / fam.data),
+                "evalset_path": str(ev_path),
+                "evalset_fingerprint": ev.fingerprint,
+                "root": str(root),
+            }
+            for method in cfg.methods:
+                calls.append(
+                    common
+                    | {
+                        "method": method,
+                        "cam_cfg": cam_cfg,
+                        "explain": cfg.explain,
+                        "device": cfg.device,
+                        "out_dir": str(out_dir / "heatmaps"),
+                    }
+                )
+    runs = pd.concat(selected, ignore_index=True) if selected else pd.DataFrame()
+    return calls, report, evalsets, runs, quarantine
+
+
+class _Masks:
+    """Ground-truth masks per (family, heatmap shape), computed once, looked up by id."""
+
+    def __init__(self, evalsets: dict[str, Any], root: Path) -> None:
+        self.evalsets = evalsets
+        self.root = root
+        self.cache: dict[tuple[str, tuple[int, ...]], tuple[dict[str, int], np.ndarray]] = {}
+        self.reasons: dict[str, dict[str, int]] = {}
+
+    def __call__(self, family: str, ids: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        key = (family, tuple(shape))
+        if key not in self.cache:
+            ev = self.evalsets[family]
+            masks, reasons = eval_masks(ev["kind"], ev["table"], self.root, shape)
+            pos = {str(r): i for i, r in enumerate(ev["table"]["record_id"])}
+            self.cache[key] = (pos, masks)
+            counts = pd.Series([r or "mask used" for r in reasons]).value_counts()
+            self.reasons[family] = {str(k): int(v) for k, v in counts.items()}
+        pos, masks = self.cache[key]
+        return masks[[pos[str(i)] for i in ids]]
+
+
+def _log_model_run(
+    client: MlflowClient,
+    run_id: str,
+    table: pd.DataFrame,
+    rand: pd.DataFrame,
+    plots: list[Path],
+) -> None:
+    """Trajectory metrics with ``step = epoch``; randomisation results; the plots."""
+    metrics = []
+    ts = int(time.time() * 1000)
+    first_method = sorted(table["method"].unique())[0]
+    for r in table.itertuples():
+        scope = "global" if r.klass == GLOBAL else r.class_name
+        values = {
+            (r.method, "cscore", scope): r.cscore,
+            (r.method, "gold_size", scope): r.gold_size,
+        }
+        if r.klass == GLOBAL:
+            values |= {(r.method, c, scope): getattr(r, c) for c in CORRECTNESS}
+        if r.method == first_method:  # the same probabilities for every method
+            values |= {("auc", scope): r.auc, ("accuracy", scope): r.accuracy}
+        for key, v in values.items():
+            if v is not None and not pd.isna(v):
+                metrics.append(Metric(_metric_name(*key), float(v), ts, int(r.epoch)))
+    for r in rand.itertuples():
+        for k in ("median_spearman", "median_soft_iou", "flag"):
+            v = float(getattr(r, k))
+            if not np.isnan(v):
+                metrics.append(Metric(_metric_name(r.method, "randomisation", k), v, ts, r.epoch))
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
+    for p in plots:
+        client.log_artifact(run_id, str(p), artifact_path="plots")
+
+
+def _plot_name(model: str, method: str) -> str:
+    """``<model>__<method>`` as :func:`brainxai.xai.trajectory_plots.plot_trajectories` names."""
+    return "__".join(
+        re.sub(r"[^A-Za-z0-9._-]", "_", str(v).replace("+", "p")) for v in (model, method)
+    )
+
+
+def _plots(table: pd.DataFrame, plot_dir: Path, index: Path) -> list[Path]:
+    """One PNG per (model, method), redrawn only when its rows changed (a digest of the
+    rows is kept in ``index``; a figure costs seconds); stale PNGs are removed."""
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    old = json.loads(index.read_text()) if index.is_file() else {}
+    new: dict[str, str] = {}
+    out = []
+    groups = table.groupby(["model", "method"], sort=True) if len(table) else []
+    for (model, method), sub in groups:
+        name = _plot_name(model, method)
+        path = plot_dir / f"{name}.png"
+        new[name] = hashlib.sha256(sub.to_csv(index=False).encode()).hexdigest()[:16]
+        if old.get(name) != new[name] or not path.is_file():
+            plot_trajectory(table, model, method, path)
+        out.append(path)
+    for stale in plot_dir.glob("*.png"):
+        if stale.stem not in new:
+            stale.unlink()
+    index.write_text(json.dumps(new, indent=1, sort_keys=True) + "\n")
+    return out
+
+
+def _write(df: pd.DataFrame, path: Path, parquet: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path.with_suffix(".csv"), index=False)
+    if parquet:
+        df.to_parquet(path.with_suffix(".parquet"), index=False)
+
+
+def run_xai(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
+    """Body of the stage (inside a flow whose task runner comes from ``xai.runner``)."""
+    t0 = time.perf_counter()
+    root_path = (Path(root) if root else study_root()).resolve()
+    params = load_params(root_path / "params.yaml", profile=profile)
+    paths = StudyPaths.from_params(root_path, params)
+    xparams = {k: v for k, v in params["xai"].items() if k != "runner"}
+    cfg = XaiConfig.from_dict(xparams)
+    out_dir = root_path / cfg.out_dir
+    reports = root_path / cfg.reports_dir
+    logger = get_run_logger()
+    with stage_run("xai", {"xai": xparams}) as stage:
+        calls, fam_report, evalsets, runs, quarantine = _plan(cfg, root_path, out_dir)
+        for name, rep in fam_report.items():
+            if rep["status"] != "ok":
+                logger.warning("xai: family %s skipped (%s)", name, rep["reason"])
+        results = run_cached(explain_task, lambda r: r["files"], calls) if calls else []
+        ok = [r for r in results if r["status"] == "ok"]
+        seen = set()
+        for r in results:
+            if r["status"] != "ok" and (r["run"], r["epoch"]) not in seen:
+                seen.add((r["run"], r["epoch"]))
+                row = runs[(runs["run"] == r["run"]) & (runs["epoch"] == r["epoch"])].iloc[0]
+                quarantine.append(
+                    {"family": r["family"], "run": r["run"], "epoch": r["epoch"],
+                     "path": row["path"], "reason": r["reason"]}
+                )  # fmt: skip
+                logger.warning("xai: quarantined %s epoch %s: %s", r["run"], r["epoch"],
+                               r["reason"])  # fmt: skip
+        files = [HeatmapFile(r["family"], r["run"], r["epoch"], r["method"], r["path"]) for r in ok]
+        class_names = {r["run"]: r["class_names"] for r in ok}
+        masks = _Masks(evalsets, root_path)
+        table = stage_trajectory(files, masks, runs, class_names, cfg.tracking)
+        found = dissociations(table, cfg.tracking) if len(table) else {}
+        last = {r["run"]: max(x["epoch"] for x in ok if x["run"] == r["run"]) for r in ok}
+        finals = final_files(files, last)
+        sens = final_sensitivity(finals, cfg.tracking)
+        rcfg = {k: getattr(cfg.randomisation, k) for k in RANDOMISATION_KEYS}
+        by_key = {(c["run"], c["epoch"], c["method"]): c for c in calls}
+        rcalls = [
+            {
+                k: v
+                for k, v in by_key[(f.run, f.epoch, f.method)].items()
+                if k not in ("explain", "out_dir")
+            }
+            | {"heatmap_path": f.path, "heatmap_sha256": file_sha256(f.path), "rand_cfg": rcfg}
+            for f in finals
+            if f.method in cfg.randomisation_methods
+        ]
+        rand_res = run_cached(randomisation_task, lambda r: [], rcalls) if rcalls else []
+        rand = pd.DataFrame(
+            [r for r in rand_res if r["status"] == "ok"],
+            columns=["family", "run", "epoch", "method", "checkpoint", "n", "median_spearman",
+                     "median_soft_iou", "n_undefined", "flag", "similarity", "threshold"],
+        )  # fmt: skip
+
+        # ---- reports
+        reports.mkdir(parents=True, exist_ok=True)
+        _write(table, reports / "trajectory.parquet", parquet=True)
+        _write(sens, reports / "sensitivity.csv")
+        _write(rand, reports / "randomisation.csv")
+        _write(pd.DataFrame(quarantine, columns=QUARANTINE_COLUMNS), reports / "quarantine.csv")
+        if found:
+            (reports / "dissociations.md").write_text(dissociation_report(found))
+        else:
+            (reports / "dissociations.md").write_text(
+                "# AUC–consistency dissociations (paper 004 §4.4)\n\nNo checkpoint explained.\n"
+            )
+        plots = _plots(table, reports / "plots", out_dir / "plot_digests.json")
+
+        # ---- MLflow: one nested run per model
+        client = MlflowClient()
+        for run in sorted(table["model"].unique()) if len(table) else []:
+            sub = table[table["model"] == run]
+            info = runs[runs["run"] == run].iloc[0]
+            with mlflow.start_run(
+                experiment_id=stage.info.experiment_id,
+                run_name=f"xai-{run}",
+                nested=True,
+                tags={
+                    "brainxai.stage": "xai",
+                    "brainxai.family": str(info["family"]),
+                    "brainxai.run": str(run),
+                },
+            ) as child:
+                mlflow.log_params({c: str(info[c]) for c in RUN_COLUMNS})
+                safe = _plot_name(run, "")
+                _log_model_run(
+                    client,
+                    child.info.run_id,
+                    sub,
+                    rand[rand["run"] == run],
+                    [p for p in plots if p.name.startswith(safe)],
+                )
+
+        # ---- headline
+        for name, rep in fam_report.items():
+            if rep["status"] == "ok":
+                rep["explained_checkpoints"] = len({(r["run"], r["epoch"]) for r in ok
+                                                    if r["family"] == name})  # fmt: skip
+                rep["masks"] = masks.reasons.get(name, {})
+                rep["images_per_checkpoint"] = max(
+                    (r["n_images"] for r in ok if r["family"] == name), default=0
+                )
+                rep["unknown_label_images"] = max(
+                    (r["n_unknown_label"] for r in ok if r["family"] == name), default=0
+                )
+        summary = {
+            "profile": params["profile"],
+            "methods": list(cfg.methods),
+            "families": fam_report,
+            "headline": headline(table),
+            "dissociations": {k: len(v) for k, v in found.items()},
+            "randomisation": {
+                "checked": len(rand),
+                "flagged": int(rand["flag"].astype(bool).sum()),
+                "flagged_methods": sorted(set(rand.loc[rand["flag"].astype(bool), "method"])),
+            },
+            "heatmap_tasks": len(calls),
+            "quarantined_checkpoints": len(quarantine),
+            "trajectory_rows": len(table),
+            "device": sorted({r["device"] for r in ok}),
+            "heatmap_seconds_when_computed": round(sum(r["seconds"] for r in ok), 2),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        mlflow.log_metrics(
+            {
+                "xai.trajectory_rows": len(table),
+                "xai.quarantined_checkpoints": len(quarantine),
+                "xai.randomisation_flagged": summary["randomisation"]["flagged"],
+                **{f"xai.dissociations.{k}": v for k, v in summary["dissociations"].items()},
+            }
+        )
+        if (reports / "trajectory.csv").exists():
+            mlflow.log_artifact(str(reports / "trajectory.csv"), artifact_path="xai")
+            mlflow.log_artifact(str(reports / "dissociations.md"), artifact_path="xai")
+    paths.metrics.mkdir(parents=True, exist_ok=True)
+    write_json(paths.metrics / "xai.json", summary)
+    logger.info("xai: %s", {k: summary[k] for k in ("dissociations", "randomisation")})
+    return summary
+
+
+@flow(name="xai", log_prints=True)
+def _xai(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
+    return run_xai(profile=profile, root=root)
+
+
+def xai_flow(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
+    """Run the stage as a Prefect flow with the task runner of ``xai.runner``."""
+    root_path = Path(root) if root else study_root()
+    params = load_params(root_path / "params.yaml", profile=profile)
+    runner = task_runner({"runner": params["xai"].get("runner", params["runner"])})
+    return _xai.with_options(task_runner=runner)(profile=profile, root=str(root_path))
+
+
+if __name__ == "__main__":
+    import typer
+
+    typer.run(xai_flow)

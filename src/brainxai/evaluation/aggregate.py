@@ -1,0 +1,328 @@
+"""From a predictions table to per-run metrics, summaries and paired comparisons (issue 6).
+
+Input: one row per (run, test image) with columns ``run, init, protocol, fraction, seed,
+record_id, subject, y_true, y_pred, probs`` (``probs`` a length-K list). A *condition* is an
+``(init, protocol, fraction)``; its runs differ only in ``seed`` and must all predict the same
+test images (checked). ``y_pred`` must equal ``argmax probs`` (checked; metrics use
+``probs``). Patients are the ``subject`` column.
+
+Multiple comparisons (``compare``): each test (paired bootstrap, McNemar, Wilcoxon) is its
+own family; by default a family is every comparison in the table (all non-baseline inits ×
+protocols × fractions for the metric), the conservative choice for a paper's claim "SSL
+helps at low label fractions"; ``holm_by=("protocol",)`` makes one family per protocol.
+A bootstrap p is at least ``2/(n_boot+1)``, so Holm over ``m`` tests needs
+``n_boot ≥ 2m/α`` to reject anything; ``compare`` warns when it cannot.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from brainxai.evaluation.bootstrap import (
+    patient_codes,
+    patient_draws,
+    percentile_ci,
+    replicate_values,
+)
+from brainxai.evaluation.metrics import SCALAR_METRICS, classification_metrics
+from brainxai.evaluation.significance import (
+    bootstrap_p,
+    holm,
+    mcnemar,
+    wilcoxon_seeds,
+)
+
+CONDITION = ["init", "protocol", "fraction"]
+REQUIRED = ["run", *CONDITION, "seed", "record_id", "subject", "y_true", "y_pred", "probs"]
+COMPARE_COLUMNS = [
+    *CONDITION, "metric", "baseline", "mean", "baseline_mean", "diff", "ci_low", "ci_high",
+    "p_bootstrap", "p_mcnemar", "mcnemar_b", "mcnemar_c", "p_wilcoxon", "wilcoxon_min_p",
+    "n_seeds", "n_paired_seeds", "n_patients", "n_boot", "alpha",
+    "p_bootstrap_holm", "p_mcnemar_holm", "p_wilcoxon_holm", "significant", "holm_family_size",
+]  # fmt: skip
+DEFAULT_METRICS = ("macro_f1", "balanced_accuracy", "accuracy", "macro_auroc", "ece")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """The runs of one condition aligned on the same test images (sorted by record_id)."""
+
+    seeds: np.ndarray  # (S,)
+    records: np.ndarray  # (N,)
+    subjects: np.ndarray  # (N,)
+    y_true: np.ndarray  # (N,)
+    probs: np.ndarray  # (S, N, K)
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        return self.probs.argmax(axis=-1)
+
+
+def check_predictions(predictions: pd.DataFrame, n_classes: int) -> pd.DataFrame:
+    """Validate columns, one row per (run, record), probs of length K, y_pred = argmax."""
+    missing = [c for c in REQUIRED if c not in predictions.columns]
+    if missing:
+        raise ValueError(f"predictions lack columns {missing}")
+    dup = predictions.duplicated(["run", "record_id"])
+    if dup.any():
+        raise ValueError(f"{int(dup.sum())} duplicate (run, record_id) rows in predictions")
+    per_run = predictions.groupby("run")[[*CONDITION, "seed"]].nunique()
+    if (per_run > 1).any(axis=None):
+        raise ValueError("a run has more than one init/protocol/fraction/seed")
+    probs = _probs_matrix(predictions["probs"], n_classes)
+    bad = probs.argmax(axis=1) != predictions["y_pred"].to_numpy()
+    if bad.any():
+        raise ValueError(f"y_pred differs from argmax(probs) on {int(bad.sum())} rows")
+    return predictions
+
+
+def _probs_matrix(column: pd.Series, n_classes: int) -> np.ndarray:
+    lengths = column.map(len).to_numpy()
+    if (lengths != n_classes).any():
+        raise ValueError(f"probs must have length {n_classes} (len(class_names)) on every row")
+    return np.asarray(column.tolist(), dtype=np.float64).reshape(len(column), n_classes)
+
+
+def condition_arrays(rows: pd.DataFrame, n_classes: int) -> Condition:
+    """Align the seeds of one condition on the same test images; raise if they differ."""
+    rows = rows.sort_values(["seed", "record_id"], kind="stable")
+    seeds = np.sort(rows["seed"].unique())
+    first = rows[rows["seed"] == seeds[0]]
+    records = first["record_id"].to_numpy()
+    for s in seeds[1:]:
+        if not np.array_equal(rows.loc[rows["seed"] == s, "record_id"].to_numpy(), records):
+            raise ValueError(
+                f"seeds {seeds[0]} and {s} of condition "
+                f"{tuple(rows.iloc[0][CONDITION])} predict different test images"
+            )
+    for column in ("y_true", "subject"):
+        values = rows[column].to_numpy().reshape(len(seeds), len(records))
+        if not (values == values[0]).all():
+            raise ValueError(f"{column} of a test image differs between seeds")
+    probs = _probs_matrix(rows["probs"], n_classes).reshape(len(seeds), len(records), n_classes)
+    return Condition(
+        seeds=seeds,
+        records=records,
+        subjects=first["subject"].to_numpy(),
+        y_true=first["y_true"].to_numpy(dtype=np.int64),
+        probs=probs,
+    )
+
+
+def run_metrics(
+    predictions: pd.DataFrame, class_names: Sequence[str], n_bins: int = 15
+) -> pd.DataFrame:
+    """One row per run: its condition, seed, ``n`` and every scalar metric."""
+    check_predictions(predictions, len(class_names))
+    rows = []
+    for run, g in predictions.groupby("run", sort=True):
+        m = classification_metrics(
+            g["y_true"].to_numpy(),
+            _probs_matrix(g["probs"], len(class_names)),
+            class_names,
+            n_bins,
+        )
+        head = g.iloc[0]
+        rows.append(
+            {"run": run, **{c: head[c] for c in CONDITION}, "seed": head["seed"], "n": m["n"]}
+            | {k: m[k] for k in SCALAR_METRICS}
+        )
+    return pd.DataFrame(rows).sort_values([*CONDITION, "seed"], ignore_index=True)
+
+
+def summarise(
+    predictions: pd.DataFrame,
+    class_names: Sequence[str],
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    n_bins: int = 15,
+) -> pd.DataFrame:
+    """Rows per (init, protocol, fraction, metric): mean, sd over seeds and a patient CI.
+
+    ``mean`` = mean over seeds of the run's metric; ``sd`` its sample sd (``ddof=1``, nan
+    for one seed); ``ci_low``/``ci_high`` = patient bootstrap of the seed-averaged metric
+    (``bootstrap.patient_bootstrap_seeds``; one set of resampled patients per condition,
+    shared by all metrics). ``n_bins``: ECE bins, as in ``classification_metrics``.
+    """
+    check_predictions(predictions, len(class_names))
+    k = len(class_names)
+    rows = []
+    for key, g in predictions.groupby(CONDITION, sort=True):
+        cond = condition_arrays(g, k)
+        codes = patient_codes(cond.subjects)
+        draws = patient_draws(int(codes.max()) + 1, n_boot, seed)
+        for metric in metrics:
+            point, values = replicate_values(cond.y_true, cond.probs, draws, codes, metric, n_bins)
+            ci = percentile_ci(float(point.mean()), values.mean(axis=0), alpha)
+            rows.append(
+                dict(zip(CONDITION, key, strict=True))
+                | {
+                    "metric": metric,
+                    "mean": ci.point,
+                    "sd": float(np.std(point, ddof=1)) if point.size > 1 else float("nan"),
+                    "n_seeds": int(point.size),
+                    "ci_low": ci.low,
+                    "ci_high": ci.high,
+                    "n_patients": int(codes.max()) + 1,
+                    "n_images": int(cond.records.size),
+                    "n_boot": n_boot,
+                    "alpha": alpha,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def compare(
+    predictions: pd.DataFrame,
+    class_names: Sequence[str],
+    baseline_init: str = "random",
+    metric: str = "macro_f1",
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    holm_by: Sequence[str] = (),
+    n_bins: int = 15,
+) -> pd.DataFrame:
+    """Every non-baseline init vs ``baseline_init`` at each (protocol, fraction).
+
+    Columns: ``diff`` (mean over seeds of a − mean over seeds of baseline), ``ci_low``,
+    ``ci_high`` and ``p_bootstrap`` (paired patient bootstrap of the seed-averaged
+    difference), ``p_mcnemar`` (predictions paired by (seed, record_id), pooled over the
+    seeds both have — the pooled pairs are not independent across seeds, so read it as a
+    descriptive check), ``p_wilcoxon`` (per-seed metric, seeds both have; see
+    ``wilcoxon_min_p``), Holm-adjusted ``*_holm`` per family (module docstring) and
+    ``significant`` = ``p_bootstrap_holm < alpha``. Conditions without a baseline are skipped.
+    """
+    check_predictions(predictions, len(class_names))
+    k = len(class_names)
+    rows = []
+    for (protocol, fraction), g in predictions.groupby(["protocol", "fraction"], sort=True):
+        if baseline_init not in set(g["init"]):
+            continue
+        base = condition_arrays(g[g["init"] == baseline_init], k)
+        codes = patient_codes(base.subjects)
+        draws = patient_draws(int(codes.max()) + 1, n_boot, seed)
+        point_b, values_b = replicate_values(base.y_true, base.probs, draws, codes, metric, n_bins)
+        for init in sorted(set(g["init"]) - {baseline_init}):
+            cond = condition_arrays(g[g["init"] == init], k)
+            if not np.array_equal(cond.records, base.records):
+                raise ValueError(
+                    f"{init} and {baseline_init} at {protocol}/{fraction} "
+                    "predict different test images"
+                )
+            point_a, values_a = replicate_values(
+                cond.y_true, cond.probs, draws, codes, metric, n_bins
+            )
+            diffs = values_a.mean(axis=0) - values_b.mean(axis=0)
+            ci = percentile_ci(float(point_a.mean() - point_b.mean()), diffs, alpha)
+            shared = np.intersect1d(cond.seeds, base.seeds)
+            ia = np.searchsorted(cond.seeds, shared)
+            ib = np.searchsorted(base.seeds, shared)
+            mc = (
+                mcnemar(
+                    np.tile(base.y_true, shared.size),
+                    cond.y_pred[ia].ravel(),
+                    base.y_pred[ib].ravel(),
+                )
+                if shared.size
+                else {"p": float("nan"), "b": 0, "c": 0}
+            )
+            wx = wilcoxon_seeds(point_a[ia], point_b[ib])
+            rows.append(
+                {
+                    "init": init,
+                    "protocol": protocol,
+                    "fraction": fraction,
+                    "metric": metric,
+                    "baseline": baseline_init,
+                    "mean": float(point_a.mean()),
+                    "baseline_mean": float(point_b.mean()),
+                    "diff": ci.point,
+                    "ci_low": ci.low,
+                    "ci_high": ci.high,
+                    "p_bootstrap": bootstrap_p(diffs),
+                    "p_mcnemar": float(mc["p"]),
+                    "mcnemar_b": int(mc["b"]),
+                    "mcnemar_c": int(mc["c"]),
+                    "p_wilcoxon": float(wx["p"]) if shared.size else float("nan"),
+                    "wilcoxon_min_p": float(wx["min_p"]) if shared.size else float("nan"),
+                    "n_seeds": int(point_a.size),
+                    "n_paired_seeds": int(shared.size),
+                    "n_patients": int(codes.max()) + 1,
+                    "n_boot": n_boot,
+                    "alpha": alpha,
+                }
+            )
+    out = pd.DataFrame(rows)
+    if out.empty:  # no condition has a baseline: an empty table with the full header
+        return pd.DataFrame(columns=COMPARE_COLUMNS)
+    groups = out.groupby(list(holm_by), sort=False).groups.values() if holm_by else [out.index]
+    for test in ("bootstrap", "mcnemar", "wilcoxon"):
+        adjusted = pd.Series(np.nan, index=out.index)
+        for idx in groups:
+            adjusted.loc[idx] = holm(out.loc[idx, f"p_{test}"].to_numpy())
+        out[f"p_{test}_holm"] = adjusted
+    out["significant"] = out["p_bootstrap_holm"] < alpha
+    out["holm_family_size"] = 0
+    for idx in groups:
+        out.loc[idx, "holm_family_size"] = len(idx)
+    family = max(len(idx) for idx in groups)
+    if family * bootstrap_p_floor(n_boot) >= alpha:
+        warnings.warn(
+            f"n_boot={n_boot} cannot reach Holm-adjusted p < {alpha} in a family of {family} "
+            f"comparisons (bootstrap p ≥ 2/(n_boot+1)); use n_boot ≥ {min_n_boot(family, alpha)}",
+            stacklevel=2,
+        )
+    return out
+
+
+def bootstrap_p_floor(n_boot: int) -> float:
+    """Smallest two-sided bootstrap p with ``n_boot`` replicates: ``2 / (n_boot + 1)``."""
+    return 2.0 / (n_boot + 1)
+
+
+def min_n_boot(family_size: int, alpha: float) -> int:
+    """Fewest replicates for which Holm over ``family_size`` tests can reach ``p < alpha``."""
+    return int(np.floor(2 * family_size / alpha))
+
+
+def per_class_table(predictions: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
+    """Per (init, protocol, fraction, class): F1 mean ± sd over seeds and test support."""
+    check_predictions(predictions, len(class_names))
+    rows: list[dict[str, Any]] = []
+    for run, g in predictions.groupby("run", sort=True):
+        m = classification_metrics(
+            g["y_true"].to_numpy(), _probs_matrix(g["probs"], len(class_names)), class_names
+        )
+        head = g.iloc[0]
+        for name, pc in m["per_class"].items():
+            rows.append(
+                {c: head[c] for c in CONDITION}
+                | {"run": run, "class": name, "f1": pc["f1"], "support": pc["support"]}
+            )
+    frame = pd.DataFrame(rows)
+    order = {name: i for i, name in enumerate(class_names)}
+    out = (
+        frame.groupby([*CONDITION, "class"], sort=False)
+        .agg(
+            f1_mean=("f1", "mean"),
+            f1_sd=("f1", lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else float("nan")),
+            n_seeds=("f1", "size"),
+            support=("support", "first"),
+        )
+        .reset_index()
+    )
+    out["f1"] = [
+        f"{m:.3f} ± {s:.3f}" if np.isfinite(s) else f"{m:.3f}"
+        for m, s in zip(out["f1_mean"], out["f1_sd"], strict=True)
+    ]
+    out["_order"] = out["class"].map(order)
+    return out.sort_values([*CONDITION, "_order"], ignore_index=True).drop(columns="_order")

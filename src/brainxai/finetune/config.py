@@ -1,0 +1,147 @@
+"""Every knob of the label-fraction fine-tuning stage, from ``params.yaml`` (``finetune``).
+
+``from_mapping`` (shared with :mod:`brainxai.ssl.config`) rejects unknown keys. The
+backbone's architecture and input normalisation are NOT here: they come from
+``pretrain.train`` so a classifier always matches the backbone it loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from brainxai.ssl.config import AugmentConfig, from_mapping, to_dict
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The decoded image cache of the 2D classification task and the leakage check."""
+
+    #: Manifest ``dataset`` values that feed the 2D task (the Kaggle-17 layout).
+    datasets_2d: tuple[str, ...] = ("kaggle17",)
+    #: Side of the square cached images (pad to square, then resize).
+    cache_size: int = 80
+    decode_workers: int = 2
+    #: Near-duplicate check: images are area-downsampled to this side, centred and
+    #: l2-normalised; a train/test pair whose cosine similarity exceeds the threshold fails.
+    near_dup_size: int = 32
+    near_dup_threshold: float = 0.99
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Linear probe on cached frozen-backbone embeddings (standardised, head folded back)."""
+
+    epochs: int = 30
+    lr: float = 0.01
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+    #: Epochs whose head is saved (the last epoch always is).
+    checkpoint_epochs: tuple[int, ...] = (1, 5, 10, 15, 20, 25, 30)
+    #: Images per backbone forward pass when embedding.
+    embed_batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Full fine-tuning: discriminative LRs, cosine schedule, early stopping on val macro-F1."""
+
+    epochs: int = 30
+    optimizer: str = "adamw"  # adamw | sgd
+    #: Head LR; the backbone's is ``lr * backbone_lr_factor`` (discriminative LRs).
+    lr: float = 1e-3
+    backbone_lr_factor: float = 0.1
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    batch_size: int = 32
+    #: Cap on optimizer steps per epoch (0 = every batch; the smoke profile caps it).
+    max_steps_per_epoch: int = 0
+    warmup_epochs: float = 1.0
+    final_lr_fraction: float = 0.0
+    #: Stop after this many epochs without a better val macro-F1 (0 = train every epoch).
+    patience: int = 10
+    checkpoint_epochs: tuple[int, ...] = (1, 5, 10, 15, 20, 25, 30)
+    #: Per-epoch checkpoints (``checkpoint_epochs`` and the last) only for runs with these
+    #: fractions and seeds ((): all); every other run keeps its selected checkpoint only.
+    #: Whole-model checkpoints are 45 MB (ResNet-18) to 94 MB (ResNet-50): 180 runs x 7
+    #: epochs would be ~120 GB. Must cover the xai stage's ``select``.
+    tracked_fractions: tuple[float, ...] = ()
+    tracked_seeds: tuple[int, ...] = ()
+    eval_batch_size: int = 128
+    label_smoothing: float = 0.0
+    device: str = "auto"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """The stage: which inits, fractions, seeds and protocols; where things go."""
+
+    inits: tuple[str, ...] = ("simclr", "byol", "dino", "mocov3", "random")
+    protocols: tuple[str, ...] = ("probe", "finetune")
+    fractions: tuple[float, ...] = (0.01, 0.05, 0.1, 0.5, 1.0)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    #: Local ImageNet weights file; when set, the ``imagenet`` init is added.
+    imagenet_path: str = ""
+    #: Where the pretraining stage wrote ``<framework>/backbone.safetensors``.
+    backbone_dir: str = "models/ssl"
+    out_dir: str = "models/finetune"
+    cache_dir: str = "data/interim/finetune"
+    reports_dir: str = "reports/finetune"
+    #: Bootstrap resamples (patient level) of the aggregate CIs and paired tests.
+    n_boot: int = 1000
+    ece_bins: int = 15
+    #: Exit non-zero when any run failed (after every other run finished and was reported).
+    fail_on_error: bool = True
+    #: Prefect task runner of the cells (``tasks.runners.task_runner``): one worker on CPU,
+    #: where torch already uses every core for one run.
+    runner: dict[str, Any] = field(default_factory=lambda: {"kind": "thread", "workers": 1})
+    #: torch intra-op threads (0 = torch's default).
+    torch_threads: int = 0
+    #: The supervised baseline every other initialisation is compared with.
+    baseline_init: str = "random"
+    #: The metric of the paired tests, the label-efficiency plot and the results table.
+    compare_metric: str = "macro_f1"
+    data: DataConfig = field(default_factory=DataConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> FinetuneConfig:
+        d = dict(d or {})
+        nested = {"data": DataConfig, "probe": ProbeConfig}
+        for key, sub in nested.items():
+            d[key] = from_mapping(sub, d.get(key))
+        tune = dict(d.get("tune") or {})
+        tune["augment"] = from_mapping(AugmentConfig, tune.get("augment"))
+        d["tune"] = from_mapping(TuneConfig, tune)
+        cfg = from_mapping(cls, d)
+        for f in cfg.fractions:
+            if not 0.0 < f <= 1.0:
+                raise ValueError(f"label fractions must be in (0, 1], got {f}")
+        unknown = sorted(set(cfg.protocols) - {"probe", "finetune"})
+        if unknown:
+            raise ValueError(f"unknown protocols {unknown}; known: ['finetune', 'probe']")
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """The backbone every classifier uses (from ``pretrain.train``)."""
+
+    arch: str = "resnet18"
+    image_size: int = 64
+    input_mean: float = 0.449
+    input_std: float = 0.226
+
+    @classmethod
+    def from_pretrain(cls, train: dict[str, Any]) -> BackboneSpec:
+        return cls(
+            arch=str(train["arch"]),
+            image_size=int(train["image_size"]),
+            input_mean=float(train.get("input_mean", cls.input_mean)),
+            input_std=float(train.get("input_std", cls.input_std)),
+        )

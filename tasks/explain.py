@@ -1,0 +1,142 @@
+"""Prefect tasks around :mod:`brainxai.xai.per_checkpoint`: the heatmaps of one method for
+one checkpoint, and the parameter-randomisation check on a run's final checkpoint.
+
+One task run per (checkpoint, method), so adding a method computes only that method. The
+cache key is the task's inputs — checkpoint fingerprint (file hash, plus the backbone
+file's for head-only checkpoints), evaluation-set fingerprint, method, CAM params, device,
+a hash of the loader's module — plus the task source and the ``brainxai`` code it calls.
+A checkpoint that cannot be loaded, or cannot take the evaluation images (a mask-using
+model whose mask is unavailable), is quarantined with its reason and the stage goes on;
+no retries: a bad checkpoint stays bad.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import task
+
+from brainxai.xai.cams import CamConfig
+from brainxai.xai.evalset import EvalInputError
+from brainxai.xai.per_checkpoint import explain_methods, load_model, randomisation_against_stored
+from brainxai.xai.stage_config import RandomisationConfig
+from tasks.caching import code_policy
+
+XAI_CODE = (
+    "brainxai.xai",
+    "brainxai.finetune",
+    "brainxai.ssl.backbone",
+    "brainxai.ssl.cache",
+    "brainxai.ssl.checkpoint",
+)
+
+
+def _load(checkpoint_path: str, loader: str) -> tuple[Any, dict[str, Any], str]:
+    """(model, meta, "") or (None, {}, reason) for a checkpoint that does not load."""
+    try:
+        model, meta = load_model(checkpoint_path, loader)
+        return model, meta, ""
+    except Exception as exc:
+        return None, {}, f"checkpoint unreadable: {type(exc).__name__}: {exc}"[:400]
+
+
+@task(
+    name="xai-explain",
+    cache_policy=code_policy(*XAI_CODE),
+    persist_result=True,
+    task_run_name="explain-{run}-e{epoch}-{method}",
+)
+def explain_task(
+    family: str,
+    run: str,
+    epoch: int,
+    method: str,
+    checkpoint_path: str,
+    checkpoint_fingerprint: str,
+    loader: str,
+    loader_code: str,
+    kind: str,
+    data: str,
+    evalset_path: str,
+    evalset_fingerprint: str,
+    root: str,
+    cam_cfg: dict[str, Any],
+    explain: str,
+    device: str,
+    out_dir: str,
+) -> dict[str, Any]:
+    """Heatmaps of ``method`` for one checkpoint, under ``out_dir/<run>/``."""
+    base = {"family": family, "run": run, "epoch": int(epoch), "method": method}
+    model, meta, reason = _load(checkpoint_path, loader)
+    if reason:
+        return base | {"status": "quarantined", "reason": reason, "files": []}
+    try:
+        res = explain_methods(
+            model,
+            meta,
+            kind,
+            data,
+            pd.read_parquet(evalset_path),
+            root,
+            run,
+            int(epoch),
+            [method],
+            Path(out_dir) / run,
+            CamConfig.from_dict(cam_cfg),
+            explain,
+            device,
+        )
+    except EvalInputError as exc:
+        return base | {"status": "quarantined", "reason": str(exc)[:400], "files": []}
+    path = res.pop("heatmaps")[method]
+    names = [str(c) for c in meta["class_names"]]
+    return base | res | {"status": "ok", "reason": "", "path": path, "class_names": names,
+                         "files": [path]}  # fmt: skip
+
+
+@task(
+    name="xai-randomisation",
+    cache_policy=code_policy(*XAI_CODE),
+    persist_result=True,
+    task_run_name="randomise-{run}-e{epoch}-{method}",
+)
+def randomisation_task(
+    family: str,
+    run: str,
+    epoch: int,
+    method: str,
+    checkpoint_path: str,
+    checkpoint_fingerprint: str,
+    loader: str,
+    loader_code: str,
+    kind: str,
+    data: str,
+    evalset_path: str,
+    evalset_fingerprint: str,
+    root: str,
+    heatmap_path: str,
+    heatmap_sha256: str,
+    cam_cfg: dict[str, Any],
+    rand_cfg: dict[str, Any],
+    device: str,
+) -> dict[str, Any]:
+    """Trained (stored) vs randomised-weights maps of ``method`` on a final checkpoint."""
+    base = {"family": family, "run": run, "epoch": int(epoch), "method": method}
+    model, meta, reason = _load(checkpoint_path, loader)
+    if reason:
+        return base | {"status": "quarantined", "reason": reason}
+    res = randomisation_against_stored(
+        model,
+        meta,
+        kind,
+        data,
+        pd.read_parquet(evalset_path),
+        root,
+        heatmap_path,
+        CamConfig.from_dict(cam_cfg),
+        RandomisationConfig.from_dict(rand_cfg),
+        device,
+    )
+    return base | res | {"status": "ok", "reason": ""}

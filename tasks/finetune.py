@@ -1,0 +1,261 @@
+"""Prefect tasks around :mod:`brainxai.finetune`: the decoded cache, the frozen-backbone
+embeddings, one task per cell of the matrix, and the aggregate statistics.
+
+Cache keys: the cache task is keyed by the manifest's sha256 and the data params; the
+embedding task by the backbone file's sha256 (or the random seed), the cache fingerprint
+and the backbone spec; a cell by its (init, protocol, fraction, seed), the sha256 of its
+backbone, its training record ids, the params of its protocol only and the cache
+fingerprint - so adding a seed or a fraction runs only the new cells. Each task's key
+also holds the ``brainxai`` code it calls (:func:`tasks.caching.code_policy`).
+
+A cell or an embedding that raises is retried once (a crashed worker, an out-of-memory
+GPU); if it fails again the flow reports it (an embedding's failure fails its init's probe
+cells) and the other cells go on (:func:`gather_reporting`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from prefect import task
+
+from brainxai.evaluation.aggregate import compare, summarise
+from brainxai.evaluation.metrics import classification_metrics, save_confusion
+from brainxai.evaluation.plots import label_efficiency
+from brainxai.evaluation.report import results_markdown
+from brainxai.finetune.cell import CellData, run_finetune, run_probe
+from brainxai.finetune.config import BackboneSpec, FinetuneConfig
+from brainxai.finetune.data import CLASS_NAMES, select_images
+from brainxai.finetune.evaluate import pick_device
+from brainxai.finetune.model import build_classifier
+from brainxai.finetune.probe import embed_images
+from brainxai.finetune.runs import RunSpec
+from brainxai.jsonio import write_json
+from brainxai.manifest import read_table
+from brainxai.ssl.cache import IMAGES, INDEX, Cache, build_cache, fingerprint
+from brainxai.ssl.config import from_mapping
+from tasks.caching import code_policy
+
+CACHE_CODE = ("brainxai.finetune.data", "brainxai.ssl.cache", "brainxai.labels")
+CELL_CODE = ("brainxai.finetune", "brainxai.ssl", "brainxai.evaluation.metrics")
+FINGERPRINT_FILE = "fingerprint.txt"
+
+
+@task(name="finetune-cache", cache_policy=code_policy(*CACHE_CODE), persist_result=True)
+def finetune_cache(
+    manifest_path: str, manifest_sha256: str, base_dir: str, data_cfg: dict[str, Any], out_dir: str
+) -> dict[str, Any]:
+    """Decode every labelled 2D image (train/val/test) once into ``out_dir``."""
+    data = FinetuneConfig.from_dict({"data": data_cfg}).data
+    items = select_images(read_table(manifest_path), data.datasets_2d)
+    fp = fingerprint(items, data.cache_size)
+    out = Path(out_dir)
+    t0 = time.perf_counter()
+    stats = build_cache(items, base_dir, out, data.cache_size, data.decode_workers)
+    (out / FINGERPRINT_FILE).write_text(fp + "\n")
+    return {
+        "cache_dir": str(out),
+        "fingerprint": fp,
+        "files": [str(out / IMAGES), str(out / INDEX), str(out / FINGERPRINT_FILE)],
+        "decode_seconds": time.perf_counter() - t0,
+        **{k: stats[k] for k in ("n", "ok", "failed", "failures")},
+    }
+
+
+@task(
+    name="finetune-embed",
+    cache_policy=code_policy("brainxai.finetune", "brainxai.ssl"),
+    persist_result=True,
+    retries=1,
+    task_run_name="embed-{init}-s{backbone_seed}",
+)
+def finetune_embed(
+    init: str,
+    backbone_path: str,
+    backbone_sha256: str,
+    backbone_seed: int,
+    backbone: dict[str, Any],
+    cache_dir: str,
+    cache_fingerprint: str,
+    batch_size: int,
+    device: str,
+    out_path: str,
+) -> dict[str, Any]:
+    """Frozen-backbone features of every cached image, once per backbone (``.npy``)."""
+    spec = from_mapping(BackboneSpec, backbone)
+    model = build_classifier(
+        spec.arch, len(CLASS_NAMES), spec.input_mean, spec.input_std,
+        backbone_path=backbone_path, backbone_seed=backbone_seed,
+    )  # fmt: skip
+    cache = Cache.open(cache_dir)
+    t0 = time.perf_counter()
+    feats = embed_images(
+        model.backbone, cache.images, spec.image_size, batch_size, pick_device(device)
+    )
+    seconds = time.perf_counter() - t0
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.npy")
+    np.save(tmp, feats)
+    tmp.replace(out)
+    return {"path": str(out), "files": [str(out)], "shape": list(feats.shape), "seconds": seconds}
+
+
+@task(
+    name="finetune-cell",
+    cache_policy=code_policy(*CELL_CODE),
+    persist_result=True,
+    retries=1,
+    task_run_name="{run}",
+)
+def finetune_cell(
+    run: str,
+    spec: dict[str, Any],
+    protocol_cfg: dict[str, Any],
+    backbone: dict[str, Any],
+    backbone_path: str,
+    backbone_sha256: str,
+    cache_dir: str,
+    cache_fingerprint: str,
+    train_record_ids: list[str],
+    embeddings_path: str,
+    embeddings_key: str,
+    run_dir: str,
+    report_dir: str,
+    ece_bins: int,
+) -> dict[str, Any]:
+    """Train one cell, checkpoint it, predict the test split and score it.
+
+    ``protocol_cfg`` is ``{"probe": ...}`` or ``{"tune": ...}`` (the other protocol's
+    params never enter this cell's key). Writes ``run_dir/epoch-XXXX.pt`` and
+    ``report_dir/{predictions.parquet, confusion.png, confusion.csv, metrics.json}``.
+    """
+    rs = RunSpec(**spec)
+    cfg = FinetuneConfig.from_dict(protocol_cfg)
+    bb = from_mapping(BackboneSpec, backbone)
+    cache = Cache.open(cache_dir)
+    data = CellData.of(cache, train_record_ids)
+    out, rep = Path(run_dir), Path(report_dir)
+    for stale in out.glob("epoch-*.pt"):  # a re-run (new params or code) starts clean
+        stale.unlink()
+    if rs.protocol == "probe":
+        res = run_probe(rs, cfg, bb, data, np.load(embeddings_path, mmap_mode="r"),
+                        backbone_path, out)  # fmt: skip
+    else:
+        res = run_finetune(rs, cfg, bb, cache, data, backbone_path, "", out)
+    preds: pd.DataFrame = res.pop("predictions")
+    rep.mkdir(parents=True, exist_ok=True)
+    pred_path = rep / "predictions.parquet"
+    preds.to_parquet(pred_path, index=False)
+    metrics = classification_metrics(
+        preds["y_true"].to_numpy(), np.stack(preds["probs"].to_numpy()), CLASS_NAMES, ece_bins
+    )
+    png, csv = save_confusion(
+        metrics["confusion"], CLASS_NAMES, rep / "confusion.png", rep / "confusion.csv"
+    )
+    write_json(rep / "metrics.json", metrics)
+    ckpts = [c["path"] for c in res["checkpoints"]]
+    return {
+        "run": run,
+        **rs.to_dict(),
+        **res,
+        "metrics": metrics,
+        "predictions": str(pred_path),
+        "confusion_png": str(png),
+        "confusion_csv": str(csv),
+        "device": str(pick_device(cfg.tune.device)) if rs.protocol == "finetune" else "cpu",
+        "files": [*ckpts, str(pred_path), str(png), str(csv)],
+    }
+
+
+@task(
+    name="finetune-aggregate",
+    cache_policy=code_policy("brainxai.evaluation"),
+    persist_result=True,
+)
+def finetune_aggregate(
+    predictions_path: str,
+    predictions_sha256: str,
+    baseline_init: str,
+    metric: str,
+    n_boot: int,
+    seed: int,
+    out_dir: str,
+    ece_bins: int = 15,
+) -> dict[str, Any]:
+    """Summary (mean ± sd, patient-bootstrap CI), paired comparisons with Holm correction,
+    the label-efficiency plot and the Markdown table, from the successful runs' predictions.
+    """
+    preds = pd.read_parquet(predictions_path)
+    out = Path(out_dir)
+    summary = summarise(preds, CLASS_NAMES, n_boot=n_boot, seed=seed, n_bins=ece_bins)
+    comparisons = compare(
+        preds, CLASS_NAMES, baseline_init=baseline_init, metric=metric, n_boot=n_boot,
+        seed=seed, n_bins=ece_bins,
+    )  # fmt: skip
+    files = {
+        "summary": out / "summary.csv",
+        "comparisons": out / "comparisons.csv",
+        "results": out / "results.md",
+        "plot": out / "label_efficiency.png",
+    }
+    summary.to_csv(files["summary"], index=False)
+    comparisons.to_csv(files["comparisons"], index=False)
+    files["results"].write_text(results_markdown(summary, comparisons, metric=metric) + "\n")
+    label_efficiency(summary, comparisons, metric, files["plot"])
+    sig = comparisons["significant"] if not comparisons.empty else pd.Series(dtype=bool)
+    diff = comparisons["diff"] if not comparisons.empty else pd.Series(dtype=float)
+    return {
+        **{k: str(v) for k, v in files.items()},
+        "files": [str(v) for v in files.values()],
+        "comparisons_n": len(comparisons),
+        "comparisons_significant_better": int((sig & (diff > 0)).sum()),
+        "comparisons_significant_worse": int((sig & (diff < 0)).sum()),
+    }
+
+
+def gather_reporting(
+    task_: Any, files_of: Callable[[Any], Iterable[str | Path]], calls: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], Any | None, str | None]]:
+    """Like :func:`tasks.caching.run_cached`, but a call that fails (after its retries) is
+    returned as ``(call, None, error)`` instead of stopping the others."""
+    futures = [task_.submit(**kw) for kw in calls]
+    out: list[tuple[dict[str, Any], Any | None, str | None]] = []
+    stale: list[int] = []
+    for i, (kw, fut) in enumerate(zip(calls, futures, strict=True)):
+        fut.wait()
+        if fut.state.is_completed():
+            res = fut.result()
+            out.append((kw, res, None))
+            if not all(Path(p).exists() for p in files_of(res)):
+                stale.append(i)
+        else:
+            out.append((kw, None, _error_of(fut)))
+    if stale:
+        fresh = task_.with_options(refresh_cache=True)
+        refutures = {i: fresh.submit(**calls[i]) for i in stale}
+        for i, fut in refutures.items():
+            fut.wait()
+            ok = fut.state.is_completed()
+            out[i] = (calls[i], fut.result() if ok else None, None if ok else _error_of(fut))
+    return out
+
+
+def _error_of(fut: Any) -> str:
+    try:
+        fut.result()
+    except Exception as exc:  # the task's own exception, re-raised by Prefect
+        return f"{type(exc).__name__}: {exc}"[:500]
+    return f"state {fut.state.type}"
+
+
+def torch_threads(n: int) -> None:
+    """Cap torch's intra-op threads (0 = leave torch's default)."""
+    if n > 0:
+        torch.set_num_threads(n)
