@@ -49,6 +49,7 @@ from brainxai.classify3d.report import (
     run_summary,
 )
 from brainxai.config import config_to_mapping, load_params
+from brainxai.jsonio import write_json
 from brainxai.labels import DIAGNOSES_3D
 from brainxai.manifest import read_table
 from brainxai.paths import StudyPaths
@@ -310,10 +311,7 @@ def classify3d_flow(
             "ablation": json.loads(table.to_json(orient="records")),
             "n_checkpoints_indexed": len(index),
         }
-        paths.metrics.mkdir(parents=True, exist_ok=True)
-        (paths.metrics / "classify3d.json").write_text(
-            json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n"
-        )
+        write_json(paths.metrics / "classify3d.json", metrics)
     return {k: metrics[k] for k in ("n_patients", "n_cv", "n_holdout", "n_excluded", "notes")} | {
         "macro_f1": {r: s["mean"]["macro_f1"] for r, s in summary.items()}
     }
