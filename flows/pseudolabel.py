@@ -139,6 +139,8 @@ def run_pseudolabel(profile: str | None = None, root: str | None = None) -> dict
     threads = max(1, (os.cpu_count() or 1) // workers)
     out_root = root_path / pcfg["out_dir"]
     cache_dir = root_path / pcfg["cache_dir"]
+    # A declared DVC output: it exists even when the proposer (classical) asks no VLM.
+    cache_dir.mkdir(parents=True, exist_ok=True)
     logger = get_run_logger()
     manifest = read_table(paths.processed / "manifest_std.parquet")
     check_leakage(manifest)
