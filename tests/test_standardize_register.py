@@ -8,6 +8,8 @@ land where the generator says they came from (within a few mm at 2 mm voxels).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import ants
 import numpy as np
 import pytest
@@ -56,7 +58,13 @@ def test_known_transform_round_trip(subject, tmp_path):
     brain = vol.brain_mask.astype(np.float32)
     img = _ants_from_ras(vol.images["T1C+"] * brain, vol.affine)
     tmpl = load_template(2.0)
-    tx = register(tmpl.t1, img, conf.registration).save(tmp_path, "to_mni")
+    raw = register(tmpl.t1, img, conf.registration)
+    work = Path(raw.work_dir)
+    assert work.is_dir() and all(Path(f).parent == work for f in raw.fwd + raw.inv)
+    tx = raw.save(tmp_path, "to_mni")
+    # ANTs' outputs (every stage's, intermediate ones included) live and die in one dir
+    assert not work.exists()
+    assert all(Path(f).parent == tmp_path for f in tx.fwd + tx.inv)
 
     # template points inside the brain (MNI RAS mm) -> ITK LPS physical coordinates
     rng = np.random.default_rng(0)

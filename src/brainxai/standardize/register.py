@@ -5,11 +5,17 @@ result; ANTs collapses the initial transform into its output (``-z 1``), so the 
 stage's lists are the whole chain: ``fwd`` maps moving->fixed (apply to a moving-space
 image, reference = fixed grid), ``inv`` maps fixed->moving (heatmaps/masks back to
 native space). Files are copied to ``out_dir`` with stable names.
+
+ANTs writes every stage's transforms under an output prefix (by default a fresh temp
+file name per call, never removed). Each :func:`register`/:func:`coregister` call
+writes into its own ``brainxai-ants-*`` working directory instead, which
+:meth:`Transforms.save` (after copying) or :meth:`Transforms.discard` removes.
 """
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +34,16 @@ class Transforms:
     fwd: tuple[str, ...]
     inv: tuple[str, ...]
     inv_invert: tuple[bool, ...]  # whichtoinvert flags for ``inv``
+    work_dir: str | None = None  # ANTs' working directory, removed by save()/discard()
+
+    def discard(self) -> None:
+        """Remove ANTs' working directory (the transform files are gone afterwards)."""
+        if self.work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def save(self, out_dir: Path, prefix: str) -> Transforms:
-        """Copy the files to ``out_dir/<prefix>_<kind>...`` and return the new lists."""
+        """Copy the files to ``out_dir/<prefix>_<kind>...``, drop the working directory,
+        and return the new lists."""
         out_dir.mkdir(parents=True, exist_ok=True)
         names: dict[str, str] = {}
         for f in dict.fromkeys(self.fwd + self.inv):
@@ -43,6 +56,7 @@ class Transforms:
                 dst = out_dir / f"{prefix}_affine.mat"
             shutil.copyfile(src, dst)
             names[f] = str(dst)
+        self.discard()
         return Transforms(
             tuple(names[f] for f in self.fwd), tuple(names[f] for f in self.inv), self.inv_invert
         )
@@ -63,6 +77,7 @@ def _linear(
     sampling: float,
     initial: list[str] | None,
     mask: ants.ANTsImage | None = None,
+    outprefix: str = "",
 ) -> dict:
     return ants.registration(
         fixed,
@@ -74,6 +89,7 @@ def _linear(
         aff_smoothing_sigmas=tuple(sigmas),
         aff_random_sampling_rate=sampling,
         mask=mask,
+        outprefix=outprefix,
     )
 
 
@@ -88,15 +104,17 @@ def register(
 ) -> Transforms:
     """Rigid -> affine -> SyN (up to ``transform``); raises BadInput if ANTs fails."""
     last = transform or cfg.transform
+    work = tempfile.mkdtemp(prefix="brainxai-ants-")
     try:
         out = _linear(
             fixed, moving, "Rigid", cfg.rigid_iterations, cfg.shrink_factors,
-            cfg.smoothing_sigmas, cfg.sampling_rate, None, mask,
+            cfg.smoothing_sigmas, cfg.sampling_rate, None, mask, f"{work}/rigid_",
         )  # fmt: skip
         if last in ("Affine", "SyN"):
             out = _linear(
                 fixed, moving, "Affine", cfg.affine_iterations, cfg.shrink_factors,
                 cfg.smoothing_sigmas, cfg.sampling_rate, out["fwdtransforms"], mask,
+                f"{work}/affine_",
             )  # fmt: skip
         if last == "SyN":
             out = ants.registration(
@@ -110,28 +128,34 @@ def register(
                 flow_sigma=cfg.flow_sigma,
                 total_sigma=cfg.total_sigma,
                 mask=mask,
+                outprefix=f"{work}/syn_",
             )
     except RuntimeError as exc:
+        shutil.rmtree(work, ignore_errors=True)
         raise BadInput("registration_failed", str(exc)) from exc
     fwd, inv = tuple(out["fwdtransforms"]), tuple(out["invtransforms"])
     if not fwd:
+        shutil.rmtree(work, ignore_errors=True)
         raise BadInput("registration_failed", "ANTs returned no transform")
     invert = tuple(f.endswith(".mat") for f in inv)
-    return Transforms(fwd, inv, invert)
+    return Transforms(fwd, inv, invert, work)
 
 
 def coregister(
     fixed: ants.ANTsImage, moving: ants.ANTsImage, cfg: RegistrationConfig
 ) -> Transforms:
     """Rigid co-registration of another sequence of the session to the reference (MI)."""
+    work = tempfile.mkdtemp(prefix="brainxai-ants-")
     try:
         out = _linear(
             fixed, moving, "Rigid", cfg.coreg_iterations, cfg.coreg_shrink_factors,
-            cfg.coreg_smoothing_sigmas, cfg.sampling_rate, None,
+            cfg.coreg_smoothing_sigmas, cfg.sampling_rate, None, None, f"{work}/coreg_",
         )  # fmt: skip
     except RuntimeError as exc:
+        shutil.rmtree(work, ignore_errors=True)
         raise BadInput("registration_failed", f"co-registration: {exc}") from exc
-    return Transforms(tuple(out["fwdtransforms"]), tuple(out["invtransforms"]), (True,))
+    fwd, inv = tuple(out["fwdtransforms"]), tuple(out["invtransforms"])
+    return Transforms(fwd, inv, (True,), work)
 
 
 def apply(

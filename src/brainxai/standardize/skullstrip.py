@@ -127,6 +127,7 @@ def template_mask(
         tmpl.t1, img, reg, transform="SyN", syn_iterations=cfg.syn_iterations, mask=metric_mask
     )
     warped = apply(tmpl.envelope, img, tx.inv, kind="mask", invert=tx.inv_invert).numpy() > 0
+    tx.discard()
     # intensity refinement within refine_mm of the warped boundary
     x = img.numpy()
     steps = max(1, round(cfg.refine_mm / spacing_mm))
