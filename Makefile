@@ -35,7 +35,7 @@ $(STAMP): requirements.lock pyproject.toml
 venv: $(STAMP)
 
 study: $(STAMP)
-	$(BIN)/dvc repro
+	$(BIN)/brainxai study track -- $(BIN)/dvc repro  # one MLflow parent run over every stage
 	$(BIN)/brainxai study summary
 
 test: $(STAMP)

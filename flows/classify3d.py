@@ -22,8 +22,8 @@ and backbone uses the same folds and seeds. Writes:
 
 MLflow: a stage run with one nested run per (variant, backbone): params, per-epoch metrics
 (``fold<k>.train_loss`` … with ``step = epoch``), per-fold and mean ± sd test metrics; the
-best model of each fold logged as an MLflow model with its signature and registered
-(``brainxai-classify3d-<variant>-<backbone>``) as ``classify3d.register`` says.
+best model of each fold logged as an MLflow model with its signature (logits) as
+``classify3d.register`` says; the ``register`` stage registers the champion per task.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from brainxai.labels import DIAGNOSES_3D
 from brainxai.manifest import read_table
 from brainxai.paths import StudyPaths
 from brainxai.splits import check_subset_leakage
+from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.classify3d import LOADER, train_run
 from tasks.env import study_root
@@ -92,7 +93,9 @@ def plan_runs(
     return runs, notes, comp
 
 
-def _log_model(ckpt: Path, name: str, registered: str | None) -> None:
+def _log_model(ckpt: Path, name: str) -> None:
+    """The fold's best checkpoint as an MLflow model (outputs: logits); the register stage
+    puts the champion per task into the registry (``brainxai-classifier-3d``)."""
     import mlflow.pytorch
     import torch
     from mlflow.models import infer_signature
@@ -103,12 +106,11 @@ def _log_model(ckpt: Path, name: str, registered: str | None) -> None:
     channels = 2 if meta["needs_mask"] else 1
     example = np.zeros((1, channels, *meta["input_size"]), dtype=np.float32)
     with torch.no_grad():
-        out = torch.softmax(model(torch.from_numpy(example)), dim=1).numpy()
+        out = model(torch.from_numpy(example)).numpy()
     mlflow.pytorch.log_model(
         model,
         name=name,
         signature=infer_signature(example, out),
-        registered_model_name=registered,
         serialization_format="pickle",
         pip_requirements=[f"torch=={torch.__version__}"],
     )
@@ -118,7 +120,13 @@ def _log_model(ckpt: Path, name: str, registered: str | None) -> None:
 def classify3d_flow(
     profile: str | None = None, root: str | None = None, log_model: bool = True
 ) -> dict[str, Any]:
-    """Patient CV of every runnable ablation row and compared backbone; tables; index."""
+    """Patient CV of every runnable ablation row and compared backbone; tables; index.
+
+    Args:
+        profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
+        root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
+        log_model: log the best model of each fold to MLflow (as classify3d.register says).
+    """
     root_path = Path(root) if root else study_root()
     params = load_params(root_path / "params.yaml", profile=profile)
     paths = StudyPaths.from_params(root_path, params)
@@ -225,11 +233,7 @@ def classify3d_flow(
                     register = cfg.register
                     headline = variant == comp and backbone == cfg.ablation_backbone
                     if log_model and (register == "all" or (register == "headline" and headline)):
-                        _log_model(
-                            Path(best["path"]),
-                            f"fold{k}",
-                            f"brainxai-classify3d-{variant}-{backbone}".replace("_", "-"),
-                        )
+                        _log_model(Path(best["path"]), f"fold{k}")
                     if backbone == cfg.ablation_backbone:
                         for c in res["checkpoints"]:
                             index_rows.append(
@@ -285,6 +289,13 @@ def classify3d_flow(
         mlflow.log_artifacts(str(rep), artifact_path="classify3d")
 
         metrics = {
+            "headline": {  # flat, for `dvc metrics show`: CV and held-out macro-F1 per row
+                **{f"cv_macro_f1.{r}": s["mean"]["macro_f1"] for r, s in summary.items()},
+                **{
+                    f"holdout_macro_f1.{r}": s.get("holdout_ensemble", {}).get("macro_f1")
+                    for r, s in summary.items()
+                },
+            },
             "n_patients": len(patients),
             "n_cv": int((patients["fold"] >= 0).sum()),
             "n_holdout": int((patients["fold"] < 0).sum()),
@@ -312,6 +323,7 @@ def classify3d_flow(
             "n_checkpoints_indexed": len(index),
         }
         write_json(paths.metrics / "classify3d.json", metrics)
+    publish_stage("classify3d", paths.metrics / "classify3d.json", rep.glob("confusion_*.png"))
     return {k: metrics[k] for k in ("n_patients", "n_cv", "n_holdout", "n_excluded", "notes")} | {
         "macro_f1": {r: s["mean"]["macro_f1"] for r, s in summary.items()}
     }

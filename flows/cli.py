@@ -38,6 +38,15 @@ classify3d_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(classify3d_app, name="classify3d")
+models_app = typer.Typer(
+    help="MLflow model registry: SSL backbones, 2D and 3D classifiers, `champion` aliases.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+
+from flows.orchestrate import app as orchestrate_app  # noqa: E402  (light: no prefect import)
+
+app.add_typer(orchestrate_app, name="orchestrate")
 
 Profile = Annotated[
     str | None, typer.Option("--profile", "-p", help="params.yaml profile (smoke | full).")
@@ -111,11 +120,34 @@ def ssl_pretrain(
 
 
 @finetune_app.command("run")
-def finetune_run(profile: Profile = None) -> None:
-    """Every init x protocol x label fraction x seed (cached cells), then the statistics."""
+def finetune_run(
+    profile: Profile = None,
+    init: Annotated[
+        str | None,
+        typer.Option("--init", "-i", help="Only this init's cells (DVC finetune@<init>)."),
+    ] = None,
+) -> None:
+    """Every init x protocol x label fraction x seed (cached cells), then the statistics;
+    with --init, only that init's cells (after `finetune cache`; `finetune eval` aggregates)."""
     from flows.finetune import finetune_flow
 
-    _echo(finetune_flow(profile=profile))
+    _echo(finetune_flow(profile=profile, step="init" if init else "all", init=init))
+
+
+@finetune_app.command("cache")
+def finetune_cache(profile: Profile = None) -> None:
+    """Decode the labelled 2D images once, draw the label-fraction subsets, check leakage."""
+    from flows.finetune import finetune_flow
+
+    _echo(finetune_flow(profile=profile, step="cache"))
+
+
+@finetune_app.command("eval")
+def finetune_eval(profile: Profile = None) -> None:
+    """Aggregate every init's cells: bootstrap CIs, Holm-corrected comparisons, curve."""
+    from flows.finetune import finetune_flow
+
+    _echo(finetune_flow(profile=profile, step="eval"))
 
 
 @classify3d_app.command("run")
@@ -149,6 +181,33 @@ def study_run(
     _echo(study_flow(profile=profile, stages=stage or None))
 
 
+@study_app.command("track")
+def study_track(
+    command: Annotated[
+        list[str], typer.Argument(help="The command to run, after `--` (e.g. -- dvc repro).")
+    ],
+    profile: Profile = None,
+) -> None:
+    """Run a command (`brainxai study track -- dvc repro`) under one MLflow study run: every
+    stage process nests under it; FINISHED/FAILED from the command's exit code."""
+    import tasks  # noqa: F401  (embedded defaults)
+    from tasks.env import study_root
+    from tasks.tracking import track_command
+
+    code, run_id = track_command(command, profile, study_root())
+    typer.echo(f"study run {run_id}: exit code {code}", err=True)
+    raise typer.Exit(code)
+
+
+@models_app.command("register")
+def models_register(profile: Profile = None) -> None:
+    """Register SSL backbones, fine-tuned 2D and 3D classifiers (aliases per framework /
+    init-protocol / variant-backbone) and move `champion` on validation metrics."""
+    from flows.registry import register_flow
+
+    _echo(register_flow(profile=profile))
+
+
 @study_app.command("summary")
 def study_summary() -> None:
     """Print the headline numbers of the last run (reports/metrics/*.json) compactly."""
@@ -160,6 +219,59 @@ def study_summary() -> None:
     root = study_root()
     paths = StudyPaths.from_params(root, load_params(root / "params.yaml"))
     typer.echo(headline(paths.metrics))
+
+
+@study_app.command("plan")
+def study_plan(
+    profile: Profile = None,
+    measured: Annotated[
+        str | None,
+        typer.Option(
+            help="Finished smoke study whose Prefect task runs give the per-task "
+            "seconds (default: params plan.measured_study)."
+        ),
+    ] = None,
+) -> None:
+    """Scale-out plan: Prefect tasks per stage and estimated CPU/GPU-hours of a profile
+    (default: full) from measured smoke costs; writes reports/plan/plan_<profile>.csv|md.
+    GPU-hours are estimates (FLOPs / assumed GPU throughput), not measurements."""
+    from pathlib import Path
+
+    from flows.plan import write_plan
+    from tasks.env import study_root
+
+    prof = profile or "full"
+    csv, md, _ = write_plan(study_root(), prof, Path(measured) if measured else None)
+    typer.echo(md.read_text())
+    typer.echo(f"wrote {csv} and {md}")
+
+
+@orchestrate_app.command("limits")
+def orchestrate_limits(
+    gpus: Annotated[
+        int | None, typer.Option(help="GPUs of the gpu pool (default: this host's count).")
+    ] = None,
+) -> None:
+    """Create or update the Prefect tag concurrency limit `gpu` = number of GPUs (idempotent):
+    GPU-tagged tasks then never outnumber the devices."""
+    from tasks.gpu import ensure_gpu_limit
+
+    _echo(ensure_gpu_limit(gpus))
+
+
+@app.command("report")
+def report(
+    profile: Profile = None,
+    out: Annotated[
+        str | None,
+        typer.Option("--out", "-o", help="Output folder (default: params report.out_dir)."),
+    ] = None,
+) -> None:
+    """Write the self-contained HTML study report (index.html + figures/*.png) from the
+    study's outputs; a stage that did not run gets a section saying so."""
+    from flows.report import report_flow
+
+    _echo(report_flow(profile=profile, out=out))
 
 
 @app.command("doctor")

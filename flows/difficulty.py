@@ -13,6 +13,7 @@ from prefect import flow
 
 from brainxai.config import load_params
 from brainxai.paths import StudyPaths
+from tasks.artifacts import publish_stage
 from tasks.difficulty import difficulty_probe
 from tasks.env import study_root
 from tasks.ingest import file_sha256
@@ -21,6 +22,12 @@ from tasks.tracking import flatten, stage_run
 
 @flow(name="difficulty", log_prints=True)
 def difficulty_flow(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
+    """Quick supervised baselines on the patient split: neither trivial nor hopeless?
+
+    Args:
+        profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
+        root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
+    """
     root_path = Path(root) if root else study_root()
     params = load_params(root_path / "params.yaml", profile=profile)
     paths = StudyPaths.from_params(root_path, params)
@@ -35,6 +42,7 @@ def difficulty_flow(profile: str | None = None, root: str | None = None) -> dict
     (paths.metrics / "difficulty.json").write_text(
         json.dumps(result, indent=2, sort_keys=True) + "\n"
     )
+    publish_stage("difficulty", paths.metrics / "difficulty.json")
     return result
 
 

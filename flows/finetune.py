@@ -1,7 +1,10 @@
 """Stage ``finetune``: label-fraction fine-tuning and evaluation (paper 000's claim that SSL
 beats supervised training when labels are scarce; issue 6).
 
-Run: ``brainxai finetune run``. Steps:
+Run: ``brainxai finetune run`` (all steps; the study flow), or step by step as the DVC
+stages do: ``brainxai finetune cache`` (steps 1-3), ``brainxai finetune run --init <init>``
+(steps 4-5 of one init: DVC ``finetune@<init>``), ``brainxai finetune eval`` (step 6).
+Steps:
 
 1. decode every labelled 2D image once (``data/interim/finetune/``);
 2. draw the label-fraction subsets of the training split (by patient, stratified per
@@ -17,14 +20,17 @@ Run: ``brainxai finetune run``. Steps:
    bootstrap CIs, paired tests vs the supervised baseline with Holm correction, the
    label-efficiency plot and the Markdown results table.
 
-Outputs: ``models/finetune/<run>/epoch-XXXX.pt`` + ``models/finetune/index.parquet``
-(checkpoint contract of :mod:`brainxai.finetune.model`), ``reports/finetune/*``,
-``reports/metrics/finetune.json``. MLflow: one nested run per cell under the stage run.
+Outputs: ``models/finetune/<init>/<run>/epoch-XXXX.pt`` + ``models/finetune/index.parquet``
+(checkpoint contract of :mod:`brainxai.finetune.model`), ``reports/finetune/*`` (layout:
+:class:`Stage`), ``reports/metrics/finetune*.json``. MLflow: one nested run per cell under
+the stage run (``finetune``, or ``finetune@<init>`` step by step).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +53,7 @@ from brainxai.ssl import build_backbone
 from brainxai.ssl.cache import Cache
 from brainxai.ssl.checkpoint import save_backbone
 from brainxai.ssl.config import to_dict
+from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_root
 from tasks.finetune import (
@@ -65,41 +72,68 @@ from tasks.tracking import flatten, stage_run
 BACKBONE_FILE = "backbone.safetensors"
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1",
                "macro_auroc", "ece")  # fmt: skip
+SUBSETS_FILE = "subsets.csv"
+RUNS_FILE = "runs.csv"
+PREDICTIONS_FILE = "predictions.parquet"
+INDEX_FILE = "index.parquet"
+CURVE_FILE = "label_efficiency.csv"
+RUNS_COLUMNS = ("init", "protocol", "fraction", "seed", "run", "status", "error", "n_train",
+                "selected_epoch", "seconds", "stopped_early", *METRIC_KEYS)  # fmt: skip
+INDEX_COLUMNS = ("run", "init", "protocol", "fraction", "seed", "epoch", "path", "loader", "kind",
+                 "selected", "val_macro_f1")  # fmt: skip
+
+
+def all_inits(cfg: FinetuneConfig) -> list[str]:
+    """The inits of the stage: ``finetune.inits`` (+ ``imagenet`` when ``imagenet_path`` is
+    set and the list does not name it)."""
+    extra = ["imagenet"] if cfg.imagenet_path and "imagenet" not in cfg.inits else []
+    return [*cfg.inits, *extra]
 
 
 def backbone_files(
-    cfg: FinetuneConfig, spec: BackboneSpec, root: Path, export_dir: Path
+    cfg: FinetuneConfig,
+    spec: BackboneSpec,
+    root: Path,
+    export_dir: Path,
+    inits: list[str] | None = None,
 ) -> dict[str, str]:
-    """Backbone file of each init (``""`` = random). A missing file is a clear error.
+    """Backbone file of each init (``""`` = random; default: :func:`all_inits`). A missing
+    file is a clear error.
 
     ``imagenet`` (only when ``imagenet_path`` is set) is exported once as safetensors, so
     its head-only probe checkpoints load like any other.
     """
     files: dict[str, str] = {}
     missing = []
-    for init in cfg.inits:
+    for init in inits if inits is not None else all_inits(cfg):
         if init == "random":
             files[init] = ""
-            continue
-        path = root / cfg.backbone_dir / init / BACKBONE_FILE
-        if not path.is_file():
-            missing.append(str(path))
-        files[init] = str(path)
+        elif init == "imagenet":
+            files[init] = _imagenet_file(cfg, spec, root, export_dir)
+        else:
+            path = root / cfg.backbone_dir / init / BACKBONE_FILE
+            if not path.is_file():
+                missing.append(str(path))
+            files[init] = str(path)
     if missing:
         raise FileNotFoundError(
             f"pretrained backbones not found (run the pretrain stage first): {missing}"
         )
-    if cfg.imagenet_path:
-        src = Path(cfg.imagenet_path)
-        src = src if src.is_absolute() else root / src
-        if not src.is_file():
-            raise FileNotFoundError(
-                f"finetune.imagenet_path {cfg.imagenet_path!r} does not exist (no download); "
-                "set it to a local torchvision state dict or to '' to drop the imagenet init"
-            )
-        bb = build_backbone(spec.arch, spec.input_mean, spec.input_std, src)
-        files["imagenet"] = str(save_backbone(bb, export_dir / "imagenet.safetensors"))
     return files
+
+
+def _imagenet_file(cfg: FinetuneConfig, spec: BackboneSpec, root: Path, export_dir: Path) -> str:
+    if not cfg.imagenet_path:
+        raise ValueError("init 'imagenet' needs finetune.imagenet_path (a local state dict)")
+    src = Path(cfg.imagenet_path)
+    src = src if src.is_absolute() else root / src
+    if not src.is_file():
+        raise FileNotFoundError(
+            f"finetune.imagenet_path {cfg.imagenet_path!r} does not exist (no download); "
+            "set it to a local torchvision state dict or to '' to drop the imagenet init"
+        )
+    bb = build_backbone(spec.arch, spec.input_mean, spec.input_std, src)
+    return str(save_backbone(bb, export_dir / "imagenet.safetensors"))
 
 
 def _sha(path: str) -> str:
@@ -229,118 +263,290 @@ def _cell_calls(
     return calls, skipped
 
 
-def run_finetune_stage(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
-    """The stage's body (runs inside the Prefect flow :func:`finetune_flow`)."""
-    root_path = Path(root) if root else study_root()
-    params = load_params(root_path / "params.yaml", profile=profile)
-    paths = StudyPaths.from_params(root_path, params)
-    cfg = FinetuneConfig.from_dict(params["finetune"])
-    spec = BackboneSpec.from_pretrain(params["pretrain"]["train"])
+@dataclass(frozen=True)
+class Stage:
+    """What every step of the stage reads: params, paths and the stage's directories.
+
+    Layout (one init's outputs never touch another's, so each init can be its own DVC
+    stage ``finetune@<init>``): ``models/finetune/<init>/{<run>/epoch-XXXX.pt, embeddings/,
+    index.parquet}``, ``reports/finetune/<init>/{runs/<run>/, runs.csv, predictions.parquet}``,
+    ``reports/metrics/finetune_<init>.json``; shared: the decoded cache, ``subsets.csv``,
+    ``reports/metrics/finetune_cache.json``; aggregated (``finetune eval``): ``runs.csv``,
+    ``predictions.parquet``, statistics and plots in ``reports/finetune/``, the checkpoint
+    index ``models/finetune/index.parquet``, ``reports/metrics/finetune.json``.
+    """
+
+    params: dict[str, Any]
+    paths: StudyPaths
+    cfg: FinetuneConfig
+    spec: BackboneSpec
+
+    @classmethod
+    def load(cls, profile: str | None, root: str | None) -> Stage:
+        root_path = Path(root) if root else study_root()
+        params = load_params(root_path / "params.yaml", profile=profile)
+        return cls(
+            params,
+            StudyPaths.from_params(root_path, params),
+            FinetuneConfig.from_dict(params["finetune"]),
+            BackboneSpec.from_pretrain(params["pretrain"]["train"]),
+        )
+
+    @property
+    def models(self) -> Path:
+        return self.paths.root / self.cfg.out_dir
+
+    @property
+    def reports(self) -> Path:
+        return self.paths.root / self.cfg.reports_dir
+
+    def init_dirs(self, init: str) -> tuple[Path, Path]:
+        """``(models/finetune/<init>, reports/finetune/<init>)``."""
+        return self.models / init, self.reports / init
+
+    def stage_params(self, **extra: Any) -> dict[str, Any]:
+        inits = all_inits(self.cfg)
+        return {"finetune": {**self.cfg.to_dict(), "inits": inits}, "backbone": to_dict(self.spec),
+                **extra}  # fmt: skip
+
+
+def prepare(st: Stage) -> dict[str, Any]:
+    """Steps 1-3: decode the images once, draw the label-fraction subsets
+    (``reports/finetune/subsets.csv``) and check leakage before any training.
+    Metrics: ``reports/metrics/finetune_cache.json``."""
     logger = get_run_logger()
-    torch_threads(cfg.torch_threads)
-    cache_root = paths.root / cfg.cache_dir
-    models, reports = paths.root / cfg.out_dir, paths.root / cfg.reports_dir
+    st.reports.mkdir(parents=True, exist_ok=True)
+    cache = _cache(st.cfg, st.paths)
+    opened = Cache.open(cache["cache_dir"])
+    index = opened.index
+    for f in cache["failures"]:
+        logger.warning("not decoded, left out of every run: %s (%s)", f["key"], f["reason"])
+    subsets = subsets_table(index[index["ok"]], st.cfg.fractions, st.cfg.seeds)
+    subsets.to_csv(st.reports / SUBSETS_FILE, index=False)
+    leak = check_training_leakage(
+        read_table(st.paths.manifest), index, opened.images,
+        subsets["record_id"].unique().tolist(),
+        st.cfg.data.near_dup_size, st.cfg.data.near_dup_threshold,
+    )  # fmt: skip
+    mlflow.log_metrics({f"finetune.leakage.{k}": float(v) for k, v in leak.items()})
+    mlflow.log_metrics({f"finetune.cache.{k}": float(cache[k]) for k in ("n", "ok", "failed")})
+    out = {"cache": {k: cache[k] for k in ("n", "ok", "failed")}, "leakage": leak}
+    st.paths.metrics.mkdir(parents=True, exist_ok=True)
+    write_json(st.paths.metrics / "finetune_cache.json", out)
+    return {**out, "cache_result": cache, "subsets": subsets}
+
+
+def _open_cache(st: Stage) -> dict[str, Any]:
+    """The decoded cache ``finetune cache`` wrote (read, never rebuilt, by one init's step)."""
+    cache_dir = st.paths.root / st.cfg.cache_dir
+    fp = cache_dir / FINGERPRINT_FILE
+    if not fp.is_file():
+        raise FileNotFoundError(f"{fp} not found: run `brainxai finetune cache` first")
+    return {"cache_dir": str(cache_dir), "fingerprint": fp.read_text().strip()}
+
+
+def _read_subsets(st: Stage) -> pd.DataFrame:
+    path = st.reports / SUBSETS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `brainxai finetune cache` first")
+    return pd.read_csv(path, dtype={"record_id": str, "subject": str})
+
+
+def train_init(
+    st: Stage, init: str, cache: dict[str, Any], subsets: pd.DataFrame, parent: Any
+) -> dict[str, Any]:
+    """Steps 4-5 for one init: its frozen-backbone embeddings (probe) and every cell
+    (protocol x fraction x seed), each a cached task. Writes the init's ``runs.csv``,
+    ``predictions.parquet``, checkpoint ``index.parquet`` and
+    ``reports/metrics/finetune_<init>.json``; returns that summary."""
+    logger = get_run_logger()
+    cfg, spec = st.cfg, st.spec
+    models, reports = st.init_dirs(init)
     reports.mkdir(parents=True, exist_ok=True)
-    backbones = backbone_files(cfg, spec, paths.root, cache_root / "backbones")
-    inits = list(backbones)
-    manifest = read_table(paths.manifest)
-    stage_params = {"finetune": {**cfg.to_dict(), "inits": inits}, "backbone": to_dict(spec)}
-    with stage_run("finetune", stage_params) as stage:
-        cache = _cache(cfg, paths)
-        opened = Cache.open(cache["cache_dir"])
-        index = opened.index
-        for f in cache["failures"]:
-            logger.warning("not decoded, left out of every run: %s (%s)", f["key"], f["reason"])
-        subsets = subsets_table(index[index["ok"]], cfg.fractions, cfg.seeds)
-        subsets.to_csv(reports / "subsets.csv", index=False)
-        leak = check_training_leakage(
-            manifest, index, opened.images, subsets["record_id"].unique().tolist(),
-            cfg.data.near_dup_size, cfg.data.near_dup_threshold,
-        )  # fmt: skip
-        mlflow.log_metrics({f"finetune.leakage.{k}": float(v) for k, v in leak.items()})
-        mlflow.log_metrics({f"finetune.cache.{k}": float(cache[k]) for k in ("n", "ok", "failed")})
+    models.mkdir(parents=True, exist_ok=True)
+    backbones = backbone_files(cfg, spec, st.paths.root, models / "backbone", inits=[init])
+    sha = {i: _sha(p) for i, p in backbones.items()}
+    embed_calls = _embed_calls(cfg, spec, backbones, sha, cache, models / "embeddings")
+    embedded = gather_reporting(finetune_embed, lambda r: r["files"], embed_calls)
+    emb_of = {(c["init"], c["backbone_seed"]): (r, e) for c, r, e in embedded}
+    calls, skipped = _cell_calls(
+        cfg, spec, backbones, sha, cache, subsets, emb_of, models, reports / "runs"
+    )
+    results = gather_reporting(finetune_cell, lambda r: r["files"], calls)
 
-        # 4. frozen-backbone embeddings (probe): one per backbone (per seed for random)
-        sha = {i: _sha(p) for i, p in backbones.items()}
-        embed_calls = _embed_calls(cfg, spec, backbones, sha, cache, cache_root / "embeddings")
-        embedded = gather_reporting(finetune_embed, lambda r: r["files"], embed_calls)
-        emb_of = {(c["init"], c["backbone_seed"]): (r, e) for c, r, e in embedded}
-
-        # 5. every cell of the matrix, each a cached task
-        calls, skipped = _cell_calls(
-            cfg, spec, backbones, sha, cache, subsets, emb_of, models, reports / "runs"
-        )
-        results = gather_reporting(finetune_cell, lambda r: r["files"], calls)
-
-        client = MlflowClient()
-        status_rows, ok = [], []
-        for call, res, err in results:
-            _log_cell(client, stage, call, res, err)
-            row = {**call["spec"], "run": call["run"], "status": "ok" if res else "failed",
-                   "error": err or "", "n_train": len(call["train_record_ids"])}  # fmt: skip
-            if res is not None:
-                ok.append(res)
-                row |= {"selected_epoch": res["selected_epoch"], "seconds": res["seconds"],
-                        "stopped_early": res["stopped_early"],
-                        **{k: res["metrics"][k] for k in METRIC_KEYS}}  # fmt: skip
-            status_rows.append(row)
-        for rs, err in skipped:
-            status_rows.append({**rs.to_dict(), "run": rs.name, "status": "failed",
-                                "error": err, "n_train": 0})  # fmt: skip
-        failed = [r for r in status_rows if r["status"] == "failed"]
-        for r in failed:
+    client = MlflowClient()
+    status_rows, ok = [], []
+    for call, res, err in results:
+        _log_cell(client, parent, call, res, err)
+        row = {**call["spec"], "run": call["run"], "status": "ok" if res else "failed",
+               "error": err or "", "n_train": len(call["train_record_ids"])}  # fmt: skip
+        if res is not None:
+            ok.append(res)
+            row |= {"selected_epoch": res["selected_epoch"], "seconds": res["seconds"],
+                    "stopped_early": res["stopped_early"],
+                    **{k: res["metrics"][k] for k in METRIC_KEYS}}  # fmt: skip
+        status_rows.append(row)
+    for rs, err in skipped:
+        status_rows.append({**rs.to_dict(), "run": rs.name, "status": "failed",
+                            "error": err, "n_train": 0})  # fmt: skip
+    for r in status_rows:
+        if r["status"] == "failed":
             logger.error("run %s failed: %s", r["run"], r["error"])
-        status = pd.DataFrame(status_rows).sort_values(["init", "protocol", "fraction", "seed"])
-        status.to_csv(reports / "runs.csv", index=False)
+    status = pd.DataFrame(status_rows, columns=list(RUNS_COLUMNS))
+    status = status.sort_values(["init", "protocol", "fraction", "seed"])
+    status.to_csv(reports / RUNS_FILE, index=False)
 
-        index_rows = [
-            {"run": res["run"], "init": res["init"], "protocol": res["protocol"],
-             "fraction": float(res["fraction"]), "seed": int(res["seed"]),
-             "epoch": int(c["epoch"]), "path": paths.rel(Path(c["path"])), "loader": LOADER,
-             "kind": "2d", "selected": bool(c["selected"]),
-             "val_macro_f1": float(c["val_macro_f1"])}
-            for res in ok for c in res["checkpoints"]
-        ]  # fmt: skip
-        models.mkdir(parents=True, exist_ok=True)
-        ckpt_index = pd.DataFrame(index_rows)
-        if not ckpt_index.empty:
-            ckpt_index = ckpt_index.sort_values(["run", "epoch"], ignore_index=True)
-        ckpt_index.to_parquet(models / "index.parquet", index=False)
+    index_rows = [
+        {"run": res["run"], "init": res["init"], "protocol": res["protocol"],
+         "fraction": float(res["fraction"]), "seed": int(res["seed"]),
+         "epoch": int(c["epoch"]), "path": st.paths.rel(Path(c["path"])), "loader": LOADER,
+         "kind": "2d", "selected": bool(c["selected"]),
+         "val_macro_f1": float(c["val_macro_f1"])}
+        for res in ok for c in res["checkpoints"]
+    ]  # fmt: skip
+    ckpt_index = pd.DataFrame(index_rows, columns=list(INDEX_COLUMNS))
+    if not ckpt_index.empty:
+        ckpt_index = ckpt_index.sort_values(["run", "epoch"], ignore_index=True)
+    ckpt_index.to_parquet(models / INDEX_FILE, index=False)
+    preds = [pd.read_parquet(r["predictions"]) for r in ok]
+    frame = pd.concat(preds, ignore_index=True) if preds else pd.DataFrame(columns=["run"])
+    frame.sort_values(["run", "record_id"] if preds else ["run"], ignore_index=True).to_parquet(
+        reports / PREDICTIONS_FILE, index=False
+    )
+    summary = _counts(status, len(index_rows)) | headline(status[status["status"] == "ok"], cfg)
+    st.paths.metrics.mkdir(parents=True, exist_ok=True)
+    write_json(st.paths.metrics / f"finetune_{init}.json", summary)
+    publish_stage("finetune", st.paths.metrics / f"finetune_{init}.json")
+    return summary
 
-        summary: dict[str, Any] = {
-            "runs": len(status_rows), "ok": len(ok), "failed": len(failed),
-            "failed_runs": sorted(r["run"] for r in failed), "checkpoints": len(index_rows),
-            "inits": inits, "fractions": list(cfg.fractions), "seeds": list(cfg.seeds),
-            "cache": {k: cache[k] for k in ("n", "ok", "failed")}, "leakage": leak,
-        }  # fmt: skip
-        if ok:
-            preds = pd.concat([pd.read_parquet(r["predictions"]) for r in ok], ignore_index=True)
-            preds = preds.sort_values(["run", "record_id"], ignore_index=True)
-            pred_path = reports / "predictions.parquet"
-            preds.to_parquet(pred_path, index=False)
-            (agg,) = run_cached(finetune_aggregate, lambda r: r["files"], [{
-                "predictions_path": str(pred_path),
-                "predictions_sha256": _frame_sha(preds),
-                "baseline_init": cfg.baseline_init, "metric": cfg.compare_metric,
-                "n_boot": cfg.n_boot, "seed": int(params["seed"]), "out_dir": str(reports),
-                "ece_bins": cfg.ece_bins,
-            }])  # fmt: skip
-            for f in agg["files"]:
-                mlflow.log_artifact(f, artifact_path="finetune")
-            summary |= headline(status[status["status"] == "ok"], cfg)
-            summary |= {k: v for k, v in agg.items() if k.startswith("comparisons_")}
-        mlflow.log_metrics(
-            {f"finetune.{k}": float(v) for k, v in summary.items()
-             if isinstance(v, int | float) and not isinstance(v, bool)}
-        )  # fmt: skip
-        mlflow.set_tag("finetune.failed_runs", ",".join(summary["failed_runs"])[:5000])
-    paths.metrics.mkdir(parents=True, exist_ok=True)
-    write_json(paths.metrics / "finetune.json", summary)
-    if failed and cfg.fail_on_error:
-        raise RuntimeError(
-            f"{len(failed)} of {len(status_rows)} fine-tuning runs failed (see "
-            f"{reports / 'runs.csv'}): {summary['failed_runs'][:10]}"
+
+def _counts(status: pd.DataFrame, checkpoints: int) -> dict[str, Any]:
+    failed = status.loc[status["status"] == "failed", "run"]
+    return {"runs": len(status), "ok": int((status["status"] == "ok").sum()),
+            "failed": len(failed), "failed_runs": sorted(failed),
+            "checkpoints": checkpoints}  # fmt: skip
+
+
+def evaluate(st: Stage) -> dict[str, Any]:
+    """Step 6: gather every init's cells and aggregate them (:mod:`brainxai.evaluation`):
+    summary with patient-bootstrap CIs, paired tests vs the baseline init with Holm
+    correction, the label-efficiency plot + its tidy table (``label_efficiency.csv``, the
+    DVC plot), the Markdown table; the combined ``runs.csv``, ``predictions.parquet`` and
+    checkpoint index (the xai stage's input); ``reports/metrics/finetune.json``."""
+    cfg, inits = st.cfg, all_inits(st.cfg)
+    missing = [i for i in inits if not (st.init_dirs(i)[1] / RUNS_FILE).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"no fine-tuning results for inits {missing}: run "
+            f"`brainxai finetune run --init <init>` for each first"
         )
+    status = pd.concat(
+        [pd.read_csv(st.init_dirs(i)[1] / RUNS_FILE) for i in inits], ignore_index=True
+    )
+    status["error"] = status["error"].fillna("")
+    status = status.sort_values(["init", "protocol", "fraction", "seed"], ignore_index=True)
+    status.to_csv(st.reports / RUNS_FILE, index=False)
+    index = pd.concat(
+        [pd.read_parquet(st.init_dirs(i)[0] / INDEX_FILE) for i in inits], ignore_index=True
+    )
+    if not index.empty:
+        index = index.sort_values(["run", "epoch"], ignore_index=True)
+    index.to_parquet(st.models / INDEX_FILE, index=False)
+    summary: dict[str, Any] = {
+        **_counts(status, len(index)), "inits": inits, "fractions": list(cfg.fractions),
+        "seeds": list(cfg.seeds),
+    }  # fmt: skip
+    cache_metrics = st.paths.metrics / "finetune_cache.json"
+    if cache_metrics.is_file():
+        summary |= json.loads(cache_metrics.read_text())
+    ok = status[status["status"] == "ok"]
+    if not ok.empty:
+        preds = pd.concat(
+            [pd.read_parquet(st.init_dirs(i)[1] / PREDICTIONS_FILE) for i in inits],
+            ignore_index=True,
+        )
+        preds = preds.sort_values(["run", "record_id"], ignore_index=True)
+        pred_path = st.reports / PREDICTIONS_FILE
+        preds.to_parquet(pred_path, index=False)
+        (agg,) = run_cached(finetune_aggregate, lambda r: r["files"], [{
+            "predictions_path": str(pred_path),
+            "predictions_sha256": _frame_sha(preds),
+            "baseline_init": cfg.baseline_init, "metric": cfg.compare_metric,
+            "n_boot": cfg.n_boot, "seed": int(st.params["seed"]), "out_dir": str(st.reports),
+            "ece_bins": cfg.ece_bins,
+        }])  # fmt: skip
+        curve = label_efficiency_table(pd.read_csv(agg["summary"]))
+        curve.to_csv(st.reports / CURVE_FILE, index=False)
+        for f in [*agg["files"], str(st.reports / CURVE_FILE)]:
+            mlflow.log_artifact(f, artifact_path="finetune")
+        summary |= headline(ok, cfg)
+        summary |= {k: v for k, v in agg.items() if k.startswith("comparisons_")}
+    mlflow.log_metrics(
+        {f"finetune.{k}": float(v) for k, v in summary.items()
+         if isinstance(v, int | float) and not isinstance(v, bool)}
+    )  # fmt: skip
+    mlflow.set_tag("finetune.failed_runs", ",".join(summary["failed_runs"])[:5000])
+    st.paths.metrics.mkdir(parents=True, exist_ok=True)
+    write_json(st.paths.metrics / "finetune.json", summary)
+    publish_stage("finetune", st.paths.metrics / "finetune.json", st.reports.glob("*.png"))
+    return summary
+
+
+def label_efficiency_table(summary: pd.DataFrame, metric: str = "macro_f1") -> pd.DataFrame:
+    """The label-efficiency curve as a tidy table (one row per init x protocol x fraction:
+    mean over seeds and the patient-bootstrap CI of ``metric``) - the DVC plot's data."""
+    rows = summary[summary["metric"] == metric]
+    out = rows[["fraction", "init", "protocol", "mean", "ci_low", "ci_high", "sd", "n_seeds"]]
+    out = out.rename(columns={"mean": metric}).assign(
+        series=lambda d: d["protocol"] + "/" + d["init"]
+    )
+    return out.sort_values(["protocol", "init", "fraction"], ignore_index=True)
+
+
+def _raise_if_failed(cfg: FinetuneConfig, summary: dict[str, Any], where: Path) -> None:
+    if summary["failed"] and cfg.fail_on_error:
+        raise RuntimeError(
+            f"{summary['failed']} of {summary['runs']} fine-tuning runs failed (see "
+            f"{where}): {summary['failed_runs'][:10]}"
+        )
+
+
+def run_finetune_stage(
+    profile: str | None = None,
+    root: str | None = None,
+    step: str = "all",
+    init: str | None = None,
+) -> dict[str, Any]:
+    """The stage's body (runs inside the Prefect flow :func:`finetune_flow`).
+
+    ``step``: ``all`` (every init, then the statistics: the study flow), ``cache``
+    (steps 1-3), ``init`` (one init's cells: DVC ``finetune@<init>``), ``eval`` (step 6).
+    """
+    st = Stage.load(profile, root)
+    torch_threads(st.cfg.torch_threads)
+    if step == "init":
+        if init not in all_inits(st.cfg):
+            raise ValueError(f"unknown init {init!r}; finetune.inits: {all_inits(st.cfg)}")
+        with stage_run(f"finetune@{init}", st.stage_params(init=init)) as parent:
+            summary = train_init(st, init, _open_cache(st), _read_subsets(st), parent)
+        _raise_if_failed(st.cfg, summary, st.init_dirs(init)[1] / RUNS_FILE)
+        return summary
+    if step == "cache":
+        with stage_run("finetune_cache", st.stage_params()):
+            prep = prepare(st)
+        return {k: prep[k] for k in ("cache", "leakage")}
+    if step == "eval":
+        with stage_run("finetune_eval", st.stage_params()):
+            return evaluate(st)
+    if step != "all":
+        raise ValueError(f"unknown step {step!r}: all | cache | init | eval")
+    with stage_run("finetune", st.stage_params()) as parent:
+        prep = prepare(st)
+        backbone_files(st.cfg, st.spec, st.paths.root, st.models / "imagenet" / "backbone")
+        for i in all_inits(st.cfg):
+            train_init(st, i, prep["cache_result"], prep["subsets"], parent)
+        summary = evaluate(st)
+    _raise_if_failed(st.cfg, summary, st.reports / RUNS_FILE)
     return summary
 
 
@@ -361,16 +567,32 @@ def headline(ok_runs: pd.DataFrame, cfg: FinetuneConfig) -> dict[str, Any]:
 
 
 @flow(name="finetune", log_prints=True)
-def _finetune(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
-    return run_finetune_stage(profile=profile, root=root)
+def _finetune(
+    profile: str | None = None, root: str | None = None, step: str = "all", init: str | None = None
+) -> dict[str, Any]:
+    return run_finetune_stage(profile=profile, root=root, step=step, init=init)
 
 
-def finetune_flow(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
-    """Run the stage as a Prefect flow with the task runner of ``finetune.runner``."""
+def finetune_flow(
+    profile: str | None = None, root: str | None = None, step: str = "all", init: str | None = None
+) -> dict[str, Any]:
+    """Run the stage (or one ``step`` of it) as a Prefect flow with the task runner of
+    ``finetune.runner``.
+
+    Args:
+        profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
+        root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
+        step: all (every init, then the statistics) | cache | init | eval (the DVC stages
+            finetune_cache, finetune@<init>, finetune_eval).
+        init: the init of step ``init`` (one of finetune.inits).
+    """
     root_path = Path(root) if root else study_root()
     params = load_params(root_path / "params.yaml", profile=profile)
     runner = task_runner({"runner": params["finetune"].get("runner", params["runner"])})
-    return _finetune.with_options(task_runner=runner)(profile=profile, root=str(root_path))
+    name = f"finetune-{step}" + (f"-{init}" if init else "")
+    return _finetune.with_options(task_runner=runner, flow_run_name=name)(
+        profile=profile, root=str(root_path), step=step, init=init
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 
 from brainxai.config import load_params
 from brainxai.paths import StudyPaths
+from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_root
 from tasks.ingest import file_sha256, ingest_source, split_and_card, tree_fingerprint
@@ -22,7 +23,12 @@ from tasks.tracking import stage_run
 
 @flow(name="ingest", log_prints=True)
 def ingest_flow(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
-    """Ingest sources in parallel, then split by patient and write the data card."""
+    """Ingest sources in parallel, then split by patient and write the data card.
+
+    Args:
+        profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
+        root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
+    """
     root_path = Path(root) if root else study_root()
     params = load_params(root_path / "params.yaml", profile=profile)
     paths = StudyPaths.from_params(root_path, params)
@@ -88,6 +94,7 @@ def ingest_flow(profile: str | None = None, root: str | None = None) -> dict[str
     paths.metrics.mkdir(parents=True, exist_ok=True)
     out = {k: v for k, v in result.items() if k != "files"}
     (paths.metrics / "ingest.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    publish_stage("ingest", paths.metrics / "ingest.json")
     return out
 
 

@@ -29,6 +29,7 @@ from brainxai.paths import StudyPaths
 from brainxai.splits import check_subset_leakage
 from brainxai.ssl import build_backbone
 from brainxai.ssl.checkpoint import read_backbone
+from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_root
 from tasks.ingest import file_sha256
@@ -67,7 +68,10 @@ def _log_backbone(result: dict[str, Any], cfg: dict[str, Any], name: str) -> Non
         bb,
         name=name,
         signature=infer_signature(example, out),
-        input_example=example,  # MLflow 3's default pt2 format traces the model with it
+        input_example=example,
+        # pickle, not MLflow 3's default pt2 export: pt2 traces with the example and fixes
+        # the batch size at 1 (a batch of 5 fails a guard on x.size()[0] == 1)
+        serialization_format="pickle",
         pip_requirements=[f"torch=={torch.__version__}", f"torchvision=={torchvision.__version__}"],
     )
 
@@ -79,7 +83,15 @@ def pretrain_flow(
     frameworks: list[str] | None = None,
     log_model: bool = True,
 ) -> dict[str, Any]:
-    """Decode the cache once, check leakage, pretrain each framework in turn."""
+    """Decode the cache once, check leakage, pretrain each framework in turn.
+
+    Args:
+        profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
+        root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
+        frameworks: only these SSL frameworks (simclr, byol, dino, mocov3, supervised);
+            null: every one in params.pretrain.frameworks; [] only builds the image cache.
+        log_model: log each backbone to MLflow as a model with its signature.
+    """
     root_path = Path(root) if root else study_root()
     params = load_params(root_path / "params.yaml", profile=profile)
     paths = StudyPaths.from_params(root_path, params)
@@ -144,6 +156,7 @@ def pretrain_flow(
                 json.dumps(summary[fw], indent=2, sort_keys=True) + "\n"
             )
             logger.info("%s: %s", fw, res["final"])
+    publish_stage("pretrain", [paths.metrics / f"pretrain_{fw}.json" for fw in summary])
     return {"cache": {k: v for k, v in cache.items() if k != "pretrain_record_ids"}, **summary}
 
 

@@ -34,6 +34,7 @@ from brainxai.paths import StudyPaths
 from brainxai.pseudolabel import MASKS, PseudolabelConfig
 from brainxai.splits import check_leakage
 from brainxai.standardize.manifest import session_key
+from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_root
 from tasks.pseudolabel import pseudolabel_one
@@ -213,6 +214,7 @@ def run_pseudolabel(profile: str | None = None, root: str | None = None) -> dict
     paths.metrics.mkdir(parents=True, exist_ok=True)
     write_json(paths.metrics / "pseudolabel.json", summary)
     logger.info("pseudolabel: %s", summary)
+    publish_stage("pseudolabel", paths.metrics / "pseudolabel.json")
     return summary
 
 

@@ -26,6 +26,7 @@ from brainxai.paths import StudyPaths
 from brainxai.splits import check_leakage
 from brainxai.standardize import StandardizeConfig, extend_manifest, subject_table
 from brainxai.standardize.manifest import NEW_COLUMNS
+from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_root
 from tasks.runners import task_runner
@@ -161,6 +162,7 @@ def run_standardize(profile: str | None = None, root: str | None = None) -> dict
         json.dumps(summary, indent=2, sort_keys=True) + "\n"
     )
     logger.info("standardize: %s", summary)
+    publish_stage("standardize", paths.metrics / "standardize.json", out_root.glob("*/montage.png"))
     return summary
 
 

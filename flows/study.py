@@ -9,7 +9,6 @@ one process each (see ``dvc.yaml``).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,11 +23,13 @@ from flows.finetune import finetune_flow
 from flows.ingest import ingest_flow
 from flows.pretrain import pretrain_flow
 from flows.pseudolabel import pseudolabel_flow
+from flows.registry import register_flow
+from flows.report import report_flow
 from flows.standardize import standardize_flow
 from flows.synth import synth_flow
 from flows.xai import xai_flow
 from tasks.env import study_root
-from tasks.tracking import PARENT_ENV, ensure_experiment, git_commit
+from tasks.tracking import study_run
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "synth": synth_flow,
@@ -40,6 +41,8 @@ STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "pseudolabel": pseudolabel_flow,
     "classify3d": classify3d_flow,
     "xai": xai_flow,
+    "register": register_flow,
+    "report": report_flow,
 }
 
 
@@ -47,31 +50,25 @@ STAGES: dict[str, Callable[..., dict[str, Any]]] = {
 def study_flow(
     profile: str | None = None, root: str | None = None, stages: list[str] | None = None
 ) -> dict[str, Any]:
-    """Run the chosen stages (default: all) in order; return each stage's summary."""
+    """Run the chosen stages (default: all) in order; return each stage's summary.
+
+    Args:
+        profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
+        root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
+        stages: only these stages, in pipeline order (synth, ingest, standardize, difficulty,
+            pretrain, finetune, pseudolabel, classify3d, xai, ...); empty: all of them.
+    """
     root = str(Path(root) if root else study_root())
     chosen = stages or list(STAGES)
     unknown = [s for s in chosen if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
     results: dict[str, Any] = {}
-    experiment_id = ensure_experiment()
-    with mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name="study",
-        tags={
-            "brainxai.stage": "study",
-            "brainxai.profile": profile or "",
-            "git.commit": git_commit(),
-        },
-    ) as run:
-        os.environ[PARENT_ENV] = run.info.run_id
-        try:
-            for name in chosen:
-                t0 = time.perf_counter()
-                results[name] = STAGES[name](profile=profile, root=root)
-                mlflow.log_metric(f"study.{name}.seconds", time.perf_counter() - t0)
-        finally:
-            os.environ.pop(PARENT_ENV, None)
+    with study_run(profile, Path(root), entry="prefect"):  # the parent of every stage run
+        for name in chosen:
+            t0 = time.perf_counter()
+            results[name] = STAGES[name](profile=profile, root=root)
+            mlflow.log_metric(f"study.{name}.seconds", time.perf_counter() - t0)
     return results
 
 

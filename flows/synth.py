@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 
 from brainxai.config import load_params, params_digest
 from brainxai.paths import StudyPaths
+from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_root
 from tasks.synth import finalize, plan_subjects, plant_faults, write_shard
@@ -44,7 +45,12 @@ def prune_stale(directory: Path, keep: set[Path]) -> list[Path]:
 
 @flow(name="synth", log_prints=True)
 def synth_flow(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
-    """Generate both exports, sharded over subjects, cached per shard."""
+    """Generate both exports, sharded over subjects, cached per shard.
+
+    Args:
+        profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
+        root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
+    """
     root_path = Path(root) if root else study_root()
     params = load_params(root_path / "params.yaml", profile=profile)
     paths = StudyPaths.from_params(root_path, params)
@@ -136,6 +142,7 @@ def synth_flow(profile: str | None = None, root: str | None = None) -> dict[str,
     paths.metrics.mkdir(parents=True, exist_ok=True)
     counts = {k: v for k, v in summary.items() if k != "seconds"}
     (paths.metrics / "synth.json").write_text(json.dumps(counts, indent=2, sort_keys=True) + "\n")
+    publish_stage("synth", paths.metrics / "synth.json")
     logger.info("synthetic cohort: %s", summary)
     return summary
 

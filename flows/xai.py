@@ -59,6 +59,7 @@ from brainxai.xai.stage_tables import (
 )
 from brainxai.xai.tracking import CORRECTNESS, GLOBAL, dissociation_report, dissociations
 from brainxai.xai.trajectory_plots import plot_trajectory
+from tasks.artifacts import publish_stage
 from tasks.caching import package_hash, run_cached
 from tasks.env import study_root
 from tasks.explain import explain_task, randomisation_task
@@ -387,6 +388,7 @@ def run_xai(profile: str | None = None, root: str | None = None) -> dict[str, An
     paths.metrics.mkdir(parents=True, exist_ok=True)
     write_json(paths.metrics / "xai.json", summary)
     logger.info("xai: %s", {k: summary[k] for k in ("dissociations", "randomisation")})
+    publish_stage("xai", paths.metrics / "xai.json", (reports / "plots").glob("*.png"))
     return summary
 
 

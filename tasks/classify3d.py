@@ -29,6 +29,7 @@ from brainxai.classify3d.data import records
 from brainxai.classify3d.folds import inner_split
 from brainxai.classify3d.train import scores, train_fold
 from tasks.caching import code_policy
+from tasks.gpu import GPU_TAG, on_gpu_slot
 
 LOADER = "brainxai.classify3d.model:load_checkpoint"
 
@@ -44,7 +45,9 @@ def _predictions_frame(preds: dict[str, list[dict]], class_names: list[str]) -> 
     name="classify3d-fold",
     cache_policy=code_policy("brainxai.classify3d", "brainxai.evaluation"),
     persist_result=True,
+    tags=[GPU_TAG],
 )
+@on_gpu_slot
 def train_run(
     patients_path: str,
     patients_sha256: str,

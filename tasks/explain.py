@@ -23,6 +23,7 @@ from brainxai.xai.evalset import EvalInputError
 from brainxai.xai.per_checkpoint import explain_methods, load_model, randomisation_against_stored
 from brainxai.xai.stage_config import RandomisationConfig
 from tasks.caching import code_policy
+from tasks.gpu import GPU_TAG, on_gpu_slot
 
 XAI_CODE = (
     "brainxai.xai",
@@ -47,7 +48,9 @@ def _load(checkpoint_path: str, loader: str) -> tuple[Any, dict[str, Any], str]:
     cache_policy=code_policy(*XAI_CODE),
     persist_result=True,
     task_run_name="explain-{run}-e{epoch}-{method}",
+    tags=[GPU_TAG],
 )
+@on_gpu_slot
 def explain_task(
     family: str,
     run: str,
@@ -101,7 +104,9 @@ def explain_task(
     cache_policy=code_policy(*XAI_CODE),
     persist_result=True,
     task_run_name="randomise-{run}-e{epoch}-{method}",
+    tags=[GPU_TAG],
 )
+@on_gpu_slot
 def randomisation_task(
     family: str,
     run: str,

@@ -41,6 +41,7 @@ from brainxai.manifest import read_table
 from brainxai.ssl.cache import IMAGES, INDEX, Cache, build_cache, fingerprint
 from brainxai.ssl.config import from_mapping
 from tasks.caching import code_policy
+from tasks.gpu import GPU_TAG, on_gpu_slot
 
 CACHE_CODE = ("brainxai.finetune.data", "brainxai.ssl.cache", "brainxai.labels")
 CELL_CODE = ("brainxai.finetune", "brainxai.ssl", "brainxai.evaluation.metrics")
@@ -74,7 +75,9 @@ def finetune_cache(
     persist_result=True,
     retries=1,
     task_run_name="embed-{init}-s{backbone_seed}",
+    tags=[GPU_TAG],
 )
+@on_gpu_slot
 def finetune_embed(
     init: str,
     backbone_path: str,
@@ -113,7 +116,9 @@ def finetune_embed(
     persist_result=True,
     retries=1,
     task_run_name="{run}",
+    tags=[GPU_TAG],
 )
+@on_gpu_slot
 def finetune_cell(
     run: str,
     spec: dict[str, Any],

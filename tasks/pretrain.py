@@ -38,6 +38,7 @@ from brainxai.ssl import (
 )
 from brainxai.ssl.cache import IMAGES, INDEX
 from tasks.caching import code_policy
+from tasks.gpu import GPU_TAG, on_gpu_slot
 
 CACHE_CODE = ("brainxai.ssl.cache", "brainxai.ssl.volumes", "brainxai.ssl.dataset")
 STEP_KEYS = ("loss", "lr", "images_per_s", "gpu_mem_gb", "grad_norm")
@@ -125,7 +126,9 @@ class MlflowStream:
     cache_policy=code_policy("brainxai.ssl") - "mlflow_run_id",
     persist_result=True,
     retries=1,
+    tags=[GPU_TAG],
 )
+@on_gpu_slot
 def pretrain_framework(
     framework: str,
     cache_dir: str,

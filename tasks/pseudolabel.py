@@ -20,6 +20,7 @@ from brainxai.pseudolabel import PseudolabelConfig, make_proposer, pseudolabel_s
 from brainxai.pseudolabel.proposers.openai_client import EndpointError
 from brainxai.standardize import set_threads
 from tasks.caching import code_policy
+from tasks.gpu import GPU_TAG, on_gpu_slot
 
 PSEUDOLABEL_CODE = ("brainxai.pseudolabel", "brainxai.standardize.register")
 
@@ -43,7 +44,9 @@ def transient(task: Any, task_run: Any, state: Any) -> bool:
     retries=2,
     retry_delay_seconds=5,
     retry_condition_fn=transient,
+    tags=[GPU_TAG],
 )
+@on_gpu_slot
 def pseudolabel_one(
     subject: str,
     images: dict[str, str],

@@ -3,7 +3,7 @@
 Work is sharded by subject: each shard task re-plans the cohort (cheap and
 deterministic) and writes its subjects, so a shard's cache key is just
 (kind, config, seed, subject indices, output dirs, generator code). Bad data is
-not retried; only transient I/O would be, and generation does none.
+not retried; a shard retries only on transient I/O while writing (:mod:`tasks.transient`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,12 @@ from prefect import task
 
 from brainxai import synth
 from tasks.caching import code_policy
+from tasks.transient import (
+    TRANSIENT_RETRIES,
+    TRANSIENT_RETRY_DELAYS_S,
+    inject_fault,
+    retry_on_transient_io,
+)
 
 SYNTH_CODE = ("brainxai.synth", "brainxai.labels")
 
@@ -38,6 +44,9 @@ def plan_subjects(kind: str, cfg: dict[str, Any], seed: int) -> int:
     cache_policy=code_policy(*SYNTH_CODE),
     persist_result=True,
     task_run_name="synth-{kind}-{indices[0]}",
+    retries=TRANSIENT_RETRIES,
+    retry_delay_seconds=TRANSIENT_RETRY_DELAYS_S,
+    retry_condition_fn=retry_on_transient_io,
 )
 def write_shard(
     kind: str,
@@ -48,6 +57,7 @@ def write_shard(
     meta_dir: str | None = None,
 ) -> dict[str, Any]:
     """Write the subjects ``indices`` of one export; return their summaries / rows."""
+    inject_fault("synth-shard", f"{kind}-{indices[0]}")  # no-op unless $BRAINXAI_FAULTS
     conf = synth.SynthConfig.from_dict(cfg)
     specs = _plan(kind, conf, seed)
     out: dict[str, Any] = {"kind": kind, "indices": indices, "items": [], "files": []}

@@ -2,23 +2,38 @@
 
 Backend: ``$MLFLOW_TRACKING_URI`` (default: sqlite in the study root, set by
 :mod:`tasks.env`); artifacts of the experiment go to ``$BRAINXAI_ARTIFACTS``
-when the experiment is created here. A study flow passes its run id down through
-``BRAINXAI_PARENT_RUN_ID`` so stage runs nest under it.
+when the experiment is created here. A study passes its run id down through
+``BRAINXAI_PARENT_RUN_ID`` so stage runs nest under it: ``brainxai study run`` (and a
+Prefect deployment of the study flow) opens the parent in-process (:func:`study_run`);
+``brainxai study track -- dvc repro`` opens it around any command and exports the id to
+every stage process (:func:`track_command`). A stage run without a parent (a bare
+``dvc repro``) is top-level, tagged ``brainxai.study_id`` (:func:`study_id`) so the runs of
+one study are found together, and says so in a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import subprocess
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import yaml
+
+from tasks.env import study_root
 
 EXPERIMENT = os.environ.get("BRAINXAI_EXPERIMENT", "brainxai")
 PARENT_ENV = "BRAINXAI_PARENT_RUN_ID"
+STUDY_ID_TAG = "brainxai.study_id"
+#: files of the study root logged as artifacts of a tracked study run
+STUDY_FILES = ("params.yaml", "dvc.yaml", "dvc.lock")
+log = logging.getLogger(__name__)
 _MAX_PARAM_LEN = 500
 _BATCH = 100
 
@@ -45,6 +60,23 @@ def git_commit(root: Path | None = None) -> str:
         return "unknown"
 
 
+def study_id(root: Path, profile: str | None) -> str:
+    """Which study a run belongs to: hash of git commit + profile + ``params.yaml``
+    (16 hex). The same code, profile and parameters give the same id."""
+    params = root / "params.yaml"
+    blob = params.read_bytes() if params.is_file() else b""
+    if not profile:  # the profile the stages will use
+        profile = os.environ.get("BRAINXAI_PROFILE") or str(
+            (yaml.safe_load(blob) or {}).get("profile", "")
+        )
+    key = f"{git_commit(root)}\0{profile}\0".encode() + blob
+    return hashlib.sha256(key).hexdigest()[:16]
+
+
+def _profile_of(params: Mapping[str, Any]) -> str:
+    return str(params.get("profile") or os.environ.get("BRAINXAI_PROFILE", ""))
+
+
 def ensure_experiment(name: str = EXPERIMENT) -> str:
     """Create the experiment once (before any fan-out, to avoid sqlite races)."""
     exp = mlflow.get_experiment_by_name(name)
@@ -67,21 +99,54 @@ def _prefect_flow_run_id() -> str | None:
         return None
 
 
+def _prefect_deployment_id() -> str | None:
+    try:
+        from prefect.runtime import deployment
+
+        return deployment.id
+    except Exception:  # not a deployment run
+        return None
+
+
+def _existing_run(run_id: str | None) -> str | None:
+    """``run_id`` if this tracking store has that run; else None, with a warning (a stale
+    ``BRAINXAI_PARENT_RUN_ID`` from another store must not crash a stage)."""
+    if not run_id:
+        return None
+    try:
+        mlflow.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        log.warning(
+            "%s=%s is not a run of %s: ignored", PARENT_ENV, run_id, mlflow.get_tracking_uri()
+        )
+        return None
+    return run_id
+
+
 @contextmanager
 def stage_run(
     stage: str, params: Mapping[str, Any], tags: Mapping[str, str] | None = None
 ) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run for one stage flow run, nested under the study run when there is one."""
     experiment_id = ensure_experiment()
-    parent = os.environ.get(PARENT_ENV)
+    parent = _existing_run(os.environ.get(PARENT_ENV))
+    profile = _profile_of(params)
     all_tags = {
         "brainxai.stage": stage,
-        "brainxai.profile": str(params.get("profile", "")),
+        "brainxai.profile": profile,
         "git.commit": git_commit(),
+        STUDY_ID_TAG: study_id(study_root(), profile),
         **({"prefect.flow_run_id": str(rid)} if (rid := _prefect_flow_run_id()) else {}),
         **(dict(tags) if tags else {}),
     }
     nested = mlflow.active_run() is not None  # a study run in this process
+    if not nested and not parent:
+        all_tags["brainxai.parent"] = "none"
+        log.warning(
+            "stage %r: no study run to nest under (top-level run, tag %s); run the study "
+            "with `brainxai study run` or `brainxai study track -- dvc repro`",
+            stage, STUDY_ID_TAG,
+        )  # fmt: skip
     with mlflow.start_run(
         experiment_id=experiment_id,
         run_name=stage,
@@ -94,3 +159,87 @@ def stage_run(
         for i in range(0, len(items), _BATCH):
             mlflow.log_params(dict(items[i : i + _BATCH]))
         yield run
+
+
+@contextmanager
+def study_run(
+    profile: str | None, root: Path, entry: str, tags: Mapping[str, str] | None = None
+) -> Iterator[mlflow.ActiveRun]:
+    """The parent run of one study run, active in this process, its id exported in
+    ``BRAINXAI_PARENT_RUN_ID`` for stage runs (restored on exit). Under an outer tracked
+    run (``brainxai study track -- brainxai study run``) it nests under that one."""
+    outer = os.environ.get(PARENT_ENV)
+    all_tags = {
+        "brainxai.stage": "study",
+        "brainxai.entry": entry,
+        "brainxai.profile": profile or "",
+        "git.commit": git_commit(root),
+        STUDY_ID_TAG: study_id(root, profile),
+        **({"prefect.flow_run_id": str(rid)} if (rid := _prefect_flow_run_id()) else {}),
+        **({"prefect.deployment_id": str(did)} if (did := _prefect_deployment_id()) else {}),
+        **(dict(tags) if tags else {}),
+    }
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(
+        experiment_id=ensure_experiment(),
+        run_name="study",
+        tags=all_tags,
+        nested=nested,
+        parent_run_id=None if nested else _existing_run(outer),
+    ) as run:
+        os.environ[PARENT_ENV] = run.info.run_id
+        try:
+            yield run
+        finally:
+            if outer is None:
+                os.environ.pop(PARENT_ENV, None)
+            else:
+                os.environ[PARENT_ENV] = outer
+
+
+def track_command(argv: Sequence[str], profile: str | None, root: Path) -> tuple[int, str]:
+    """Run ``argv`` (e.g. ``dvc repro``) under a new study parent run.
+
+    The run id goes to the child in ``BRAINXAI_PARENT_RUN_ID`` so every stage process
+    nests its run under it; the parent ends FINISHED on exit code 0, FAILED otherwise
+    (KILLED on Ctrl-C), with ``params.yaml``/``dvc.yaml``/``dvc.lock`` as artifacts and
+    the exit code and wall time as metrics. Returns ``(exit code, run id)``.
+    """
+    if not argv:
+        raise ValueError("nothing to run: give a command after `--`")
+    client = mlflow.MlflowClient()
+    tags = {
+        "brainxai.stage": "study",
+        "brainxai.entry": "track",
+        "brainxai.command": " ".join(argv)[:_MAX_PARAM_LEN],
+        "brainxai.profile": profile or "",
+        "git.commit": git_commit(root),
+        STUDY_ID_TAG: study_id(root, profile),
+        "mlflow.runName": "study",
+    }
+    if outer := os.environ.get(PARENT_ENV):
+        tags["mlflow.parentRunId"] = outer
+    run = client.create_run(ensure_experiment(), run_name="study", tags=tags)
+    rid = run.info.run_id
+    env = {**os.environ, PARENT_ENV: rid}
+    if profile:
+        env["BRAINXAI_PROFILE"] = profile
+    t0 = time.perf_counter()
+    status, code = "FAILED", 1
+    try:
+        code = subprocess.run(list(argv), cwd=root, env=env, check=False).returncode
+        status = "FINISHED" if code == 0 else "FAILED"
+    except KeyboardInterrupt:
+        status, code = "KILLED", 130
+        raise
+    except OSError as err:  # command not found / not executable
+        client.set_tag(rid, "error", f"{type(err).__name__}: {err}"[:5000])
+        code = 127
+    finally:
+        client.log_metric(rid, "study.exit_code", float(code))
+        client.log_metric(rid, "study.seconds", time.perf_counter() - t0)
+        for name in STUDY_FILES:
+            if (root / name).is_file():
+                client.log_artifact(rid, str(root / name), artifact_path="study")
+        client.set_terminated(rid, status=status)
+    return code, rid

@@ -53,7 +53,7 @@ def _set(root, base, **finetune):
 
 def _mtimes(root):
     return {p.relative_to(root).as_posix(): p.stat().st_mtime_ns
-            for p in (root / "models" / "finetune").glob("*/epoch-*.pt")}  # fmt: skip
+            for p in (root / "models" / "finetune").glob("*/*/epoch-*.pt")}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -92,12 +92,30 @@ def test_stage_end_to_end_cached_rerun_added_seed_and_failed_runs(tmp_path, base
     assert mine["record_id"].tolist() == test["record_id"].tolist()
     np.testing.assert_allclose(np.stack(mine["probs"]), probs, atol=1e-5)
     for name in ("confusion.png", "confusion.csv"):
-        assert (rep / "runs" / sel["run"] / name).exists()
+        assert (rep / sel["init"] / "runs" / sel["run"] / name).exists()
     runs = pd.read_csv(rep / "runs.csv")
     # the same subset for every init at a given (fraction, seed)
     assert runs.groupby(["fraction", "seed"])["n_train"].nunique().eq(1).all()
     metrics = json.loads((root / "reports" / "metrics" / "finetune.json").read_text())
     assert metrics["ok"] == n and "probe.simclr.f1.macro_f1" in metrics
+
+    # the DVC path (finetune_cache, finetune@<init>, finetune_eval) reuses the same cached
+    # cells and gives the same numbers; each init's outputs stay in its own directories
+    t0 = _mtimes(root)
+    (rep / "summary.csv").unlink()
+    for step, init in [("cache", None), ("init", "simclr"), ("init", "random"), ("eval", None)]:
+        finetune_flow(profile="smoke", root=str(root), step=step, init=init)
+    assert _mtimes(root) == t0, "the per-init steps must hit the cached cells"
+    again = json.loads((root / "reports" / "metrics" / "finetune.json").read_text())
+    assert again == metrics and (rep / "summary.csv").is_file()
+    for init in ("simclr", "random"):
+        per_init = json.loads((root / "reports/metrics" / f"finetune_{init}.json").read_text())
+        assert per_init["ok"] == n // 2 and per_init["failed_runs"] == []
+        assert set(pd.read_csv(rep / init / "runs.csv")["init"]) == {init}
+    curve = pd.read_csv(rep / "label_efficiency.csv")
+    series = {f"{p}/{i}" for p in ("probe", "finetune") for i in ("simclr", "random")}
+    assert len(curve) == n and set(curve["series"]) == series
+    assert (curve["ci_low"] <= curve["ci_high"]).all() and curve["macro_f1"].between(0, 1).all()
 
     # adding a seed trains only the new cells (the old ones are cache hits)
     t1 = _mtimes(root)

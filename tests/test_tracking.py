@@ -8,11 +8,16 @@ from pathlib import Path
 
 import httpx
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 import tasks  # noqa: F401
-from tasks.tracking import ensure_experiment, flatten, stage_run
-from tests.conftest import free_port
+from brainxai.registry.config import FamilyConfig
+from tasks.registry import Loaded, register_family
+from tasks.tracking import PARENT_ENV, ensure_experiment, flatten, stage_run, study_run
+from tests.conftest import REPO, free_port
 
 BIN = Path(sys.executable).parent
 
@@ -47,14 +52,17 @@ def test_stage_runs_nest_under_an_active_study_run():
     assert mlflow.get_run(child).data.tags["mlflow.parentRunId"] == parent.info.run_id
 
 
-@pytest.mark.server
-def test_mlflow_server_on_loopback(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """``mlflow server`` on 127.0.0.1 (sqlite backend, proxied artifacts in ``art/``), the
+    tracking URI pointed at it for the module's tests."""
+    tmp = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    log = open(tmp_path / "mlflow.log", "w")
+    log = open(tmp / "mlflow.log", "w")
     proc = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
-         "--artifacts-destination", str(tmp_path / "art"), "--workers", "1"],
+         "--backend-store-uri", f"sqlite:///{tmp / 'srv.db'}", "--serve-artifacts",
+         "--artifacts-destination", str(tmp / "art"), "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -67,21 +75,57 @@ def test_mlflow_server_on_loopback(tmp_path, monkeypatch):
                     break
             except httpx.HTTPError:
                 pass
-            assert proc.poll() is None, (tmp_path / "mlflow.log").read_text()[-2000:]
+            assert proc.poll() is None, (tmp / "mlflow.log").read_text()[-2000:]
             assert time.monotonic() - t0 < 120, "mlflow server did not start"
             time.sleep(1)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-        monkeypatch.delenv("BRAINXAI_ARTIFACTS")
-        mlflow.set_tracking_uri(url)
-        run_id = _log_one_stage()
-        assert mlflow.get_run(run_id).data.metrics["m"] == 1.5
-        art = tmp_path / "a.txt"
-        art.write_text("hello")
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_artifact(str(art))
-        assert list((tmp_path / "art").rglob("a.txt")), "artifact must land in the server's store"
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLFLOW_TRACKING_URI", url)
+            mp.delenv("BRAINXAI_ARTIFACTS")
+            mp.delenv(PARENT_ENV, raising=False)
+            mlflow.set_tracking_uri(url)
+            yield {"url": url, "dir": tmp}
     finally:
         mlflow.set_tracking_uri(original_uri)
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+@pytest.mark.server
+def test_mlflow_server_on_loopback(mlflow_server, tmp_path):
+    run_id = _log_one_stage()
+    assert mlflow.get_run(run_id).data.metrics["m"] == 1.5
+    art = tmp_path / "a.txt"
+    art.write_text("hello")
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_artifact(str(art))
+    assert list((mlflow_server["dir"] / "art").rglob("a.txt")), "artifact must land in its store"
+
+
+@pytest.mark.server
+def test_study_stage_registry_and_champion_through_the_server(mlflow_server, tmp_path):
+    """Nested study -> stage -> cell runs, a registered model with ``champion`` and loading
+    ``models:/...@champion`` back, all through the server (artifacts proxied)."""
+    with study_run("smoke", REPO, entry="test") as study:
+        with stage_run("register", {"profile": "smoke"}) as stage:
+            with mlflow.start_run(run_name="cell", nested=True) as cell:
+                mlflow.log_metric("m", 1.0)
+            torch.manual_seed(0)
+            module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+            f = tmp_path / "w.bin"
+            f.write_bytes(b"weights")
+            fam = FamilyConfig("srv-classifier", "val_macro_f1", ("init",))
+            table = pd.DataFrame([{"run": "r1", "init": "simclr", "val_macro_f1": 0.5}])
+            s = register_family(
+                fam, "classifier-2d", table, "run", lambda r: f,
+                lambda r: Loaded(module, np.zeros((1, 1, 2, 2), dtype=np.float32)),
+            )  # fmt: skip
+    assert mlflow.get_run(stage.info.run_id).data.tags["mlflow.parentRunId"] == study.info.run_id
+    assert mlflow.get_run(cell.info.run_id).data.tags["mlflow.parentRunId"] == stage.info.run_id
+    assert mlflow.get_run(study.info.run_id).info.status == "FINISHED"
+    assert s["champion"]["version"] == s["versions"]["simclr"] == 1
+    x = torch.rand(4, 1, 2, 2)
+    got = mlflow.pyfunc.load_model("models:/srv-classifier@champion").predict(x.numpy())
+    np.testing.assert_array_equal(np.asarray(got), module(x).detach().numpy())
+    # the model's files went through the server's proxy into its artifact destination
+    assert list((mlflow_server["dir"] / "art").rglob("MLmodel")), "model not in the server store"

@@ -1,0 +1,64 @@
+"""Stage ``report``: the self-contained HTML study report (issue 10).
+
+Reads every stage's outputs (a stage that did not run gets a "not run" section), writes
+``reports/report/index.html`` and the same figures as PNG under ``reports/report/figures``.
+Run: ``brainxai report [--profile P] [--out DIR]`` or ``python -m flows.report``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from prefect import flow, get_run_logger
+
+from brainxai.config import load_params
+from brainxai.report.sources import report_params
+from tasks.caching import run_cached
+from tasks.env import study_root
+from tasks.report import inputs_fingerprint, write_report
+from tasks.tracking import stage_run
+
+
+@flow(name="report", log_prints=True)
+def report_flow(
+    profile: str | None = None, root: str | None = None, out: str | None = None
+) -> dict[str, Any]:
+    """Build the report from the study at ``root`` (cached on its inputs' content).
+
+    Args:
+        profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
+        root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
+        out: output folder of index.html and figures/; empty: params report.out_dir.
+    """
+    root_path = Path(root) if root else study_root()
+    params = report_params(load_params(root_path / "params.yaml", profile=profile))
+    logger = get_run_logger()
+    with stage_run("report", params):
+        call = {
+            "root": str(root_path),
+            "params": params,
+            "fingerprint": inputs_fingerprint(root_path, params),
+            "out": str(Path(out).resolve()) if out else None,
+        }
+        (result,) = run_cached(write_report, lambda r: r["files"], [call])
+        mlflow.log_metrics(
+            {
+                "report.seconds": float(result["seconds"]),
+                "report.html_bytes": float(result["html_bytes"]),
+                "report.figures": float(len(result["figures"])),
+                "report.sections_not_run": float(sum(not v for v in result["sections"].values())),
+            }
+        )
+        mlflow.log_artifact(result["html"], artifact_path="report")
+    summary = {k: v for k, v in result.items() if k not in ("files", "figures")}
+    summary["figures"] = len(result["figures"])
+    logger.info("report: %s", summary)
+    return summary
+
+
+if __name__ == "__main__":
+    import typer
+
+    typer.run(report_flow)

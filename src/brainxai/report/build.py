@@ -1,0 +1,568 @@
+"""Assemble the study report: read the stages (``sources``), compute tables and figures,
+the threats to validity, render one self-contained HTML file.
+
+:func:`build_report` is the entry point; each ``_section_*`` builds one section from one
+stage's record and never raises for a stage that did not run (it says so instead).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from brainxai.classify3d.report import run_summary
+from brainxai.labels import DIAGNOSES_3D, kaggle_classes
+from brainxai.report import figures as F
+from brainxai.report import gallery as G
+from brainxai.report import tables as T
+from brainxai.report.config import ReportConfig
+from brainxai.report.render import (
+    Section,
+    figure,
+    items,
+    render_html,
+    table,
+    text,
+    threat,
+    write_html,
+)
+from brainxai.report.sources import StageData, StudyLayout, load_study, read_heatmap_info
+from brainxai.report.validity import threats
+from brainxai.xai.tracking import TrackingConfig, dissociations
+
+HTML_NAME = "index.html"
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    html: Path
+    figures: list[Path]
+    sections: dict[str, bool]  # section id -> ran
+    seconds: float
+    n_inputs: int
+    errors: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "html": str(self.html),
+            "html_bytes": self.html.stat().st_size,
+            "figures": [str(f) for f in self.figures],
+            "sections": self.sections,
+            "seconds": round(self.seconds, 2),
+            "inputs": self.n_inputs,
+            "errors": self.errors,
+        }
+
+
+class _Ctx:
+    def __init__(self, layout: StudyLayout, cfg: ReportConfig, fig_dir: Path, params: Mapping):
+        self.layout, self.cfg, self.fig_dir, self.params = layout, cfg, fig_dir, params
+        self.figures: list[F.Figure] = []
+        self.key: list[dict[str, str]] = []
+        self.errors: list[str] = []
+
+    def note(self, quantity: str, value: Any, section: str) -> None:
+        """A headline number for the "Key results" table (linked to its section)."""
+        self.key.append({"result": quantity, "value": str(value), "section": section})
+
+    def keep(self, fig: F.Figure | None) -> F.Figure | None:
+        if fig is not None:
+            self.figures.append(fig)
+        return fig
+
+
+def _not_run(sid: str, title: str, data: StageData) -> Section:
+    return Section(sid, title, ran=False, missing=data.missing)
+
+
+# --------------------------------------------------------------------------------- sections
+
+
+def _section_data(d: StageData, ctx: _Ctx) -> Section:
+    sec = Section("data-card", "Data card (ingest)")
+    if not d.ran:
+        return _not_run(sec.id, sec.title, d)
+    card = d.doc("datacard")
+    tot = card.get("totals", {})
+    ctx.note(
+        "files found = ingested + quarantined",
+        f"{tot.get('found')} = {tot.get('ingested')} + {tot.get('quarantined')}",
+        sec.id,
+    )
+    ctx.note("patients", card.get("n_subjects"), sec.id)
+    holds = "holds" if tot.get("invariant_holds") else "DOES NOT HOLD"
+    sec.add(
+        text(
+            f"Found {tot.get('found')} files = ingested {tot.get('ingested')} + quarantined "
+            f"{tot.get('quarantined')} ({holds}); {tot.get('ignored', 0)} non-image file(s) "
+            f"ignored; {card.get('n_subjects')} patients from "
+            f"{', '.join(card.get('datasets', []))}."
+        )
+    )
+    if card.get("warnings"):
+        sec.add(items([str(w) for w in card["warnings"]], "Warnings of the data card:"))
+    reasons = card.get("quarantine_by_reason", {})
+    if reasons:
+        q = pd.DataFrame(sorted(reasons.items()), columns=["quarantine reason", "files"])
+        sec.add(table(q, "Quarantined files by reason (data/processed/quarantine.parquet)."))
+    subj = pd.DataFrame(card.get("subjects_per_group_split", []))
+    if len(subj) and {"group", "split", "n"} <= set(subj.columns):
+        idx = [c for c in ("dataset", "group") if c in subj]
+        wide = subj.pivot_table(index=idx, columns="split", values="n", aggfunc="sum", fill_value=0)
+        wide = wide[[c for c in ("train", "val", "test") if c in wide.columns]]
+        wide["total"] = wide.sum(axis=1)
+        wide.columns.name = None
+        sec.add(table(wide.reset_index(), "Patients per group and split (split by patient)."))
+    return sec
+
+
+def _section_standardize(d: StageData, ctx: _Ctx) -> Section:
+    sec = Section("standardize", "Standardization QC")
+    if not d.ran:
+        return _not_run(sec.id, sec.title, d)
+    qc = d.table("standardize_qc")
+    ok = qc[qc["status"].astype(str) == "ok"]
+    sec.add(
+        text(
+            f"{len(ok)} of {len(qc)} sessions standardized; "
+            f"{int(qc['qc_pass'].fillna(False).sum())} "
+            f"pass QC. Brain Dice mean {T.num(ok['brain_dice'].mean())} (min "
+            f"{T.num(ok['brain_dice'].min())}); mutual information with the template mean "
+            f"{T.num(ok['mutual_information'].mean())}."
+        )
+    )
+    bad = qc[(qc["status"].astype(str) != "ok") | ~qc["qc_pass"].fillna(False).astype(bool)]
+    if len(bad):
+        cols = [
+            c
+            for c in ("subject", "session", "status", "reason", "qc_reason", "brain_dice")
+            if c in bad
+        ]
+        sec.add(table(bad[cols], "Sessions quarantined or flagged by QC."))
+    fig = ctx.keep(
+        F.qc_montages(qc, ctx.layout.root, ctx.cfg.qc_montages, ctx.cfg.dpi, ctx.fig_dir)
+    )
+    return sec.add(figure(fig, "No QC montage images found."))
+
+
+def _section_difficulty(d: StageData, ctx: _Ctx) -> Section:
+    sec = Section("difficulty", "Data difficulty (supervised baselines)")
+    if not d.ran:
+        return _not_run(sec.id, sec.title, d)
+    rows = []
+    for ds, entry in sorted(d.doc("difficulty").items()):
+        for model, m in sorted(entry.items()):
+            if isinstance(m, dict):
+                rows.append(
+                    {
+                        "data set": ds,
+                        "model": model,
+                        "n test": m.get("n_test"),
+                        "chance": T.num(m.get("chance")),
+                        "accuracy": T.num(m.get("accuracy")),
+                        "macro-F1": T.num(m.get("macro_f1")),
+                    }
+                )
+    return sec.add(
+        table(
+            pd.DataFrame(rows),
+            "Quick baselines on the patient split: is the task neither trivial nor hopeless?",
+        )
+    )
+
+
+def _section_ssl(d: StageData, ctx: _Ctx) -> Section:
+    sec = Section("ssl", "SSL pretraining")
+    if not d.ran:
+        return _not_run(sec.id, sec.title, d)
+    hist = {fw: pd.DataFrame(s.get("history", [])) for fw, s in d.docs.items()}
+    rows = [
+        {
+            "framework": fw,
+            "arch": s.get("arch"),
+            "epochs": s.get("epochs"),
+            "images": s.get("n_pretrain_images"),
+            "final loss": T.num(s.get("final", {}).get("loss")),
+            "final kNN acc.": T.num(s.get("final", {}).get("knn_accuracy")),
+            "images/s": T.num(s.get("final", {}).get("images_per_s"), 1),
+            "device": s.get("device"),
+        }
+        for fw, s in sorted(d.docs.items())
+    ]
+    sec.add(table(pd.DataFrame(rows), "Final epoch per framework (kNN monitor on the val split)."))
+    return sec.add(
+        figure(
+            ctx.keep(F.ssl_curves(hist, ctx.cfg.dpi, ctx.fig_dir)),
+            "No per-epoch history was written.",
+        )
+    )
+
+
+def _section_finetune(d: StageData, ctx: _Ctx) -> Section:
+    sec = Section("finetune", "Label efficiency (fine-tuning)")
+    if not d.ran:
+        return _not_run(sec.id, sec.title, d)
+    cfg = ctx.cfg
+    summary, comp, preds = d.table("summary"), d.table("comparisons"), d.table("predictions")
+    comp = comp if comp is not None else pd.DataFrame()
+    head = T.finetune_headline(summary, comp, cfg.metric)
+    sec.add(
+        table(
+            head,
+            f"{cfg.metric}: mean over seeds [patient-bootstrap CI]; * = Holm-significant vs "
+            "the baseline.",
+        )
+    )
+    sec.add(figure(ctx.keep(F.label_efficiency_figure(summary, comp, cfg.metric, ctx.fig_dir))))
+    if len(comp):
+        c = comp[comp["metric"] == cfg.metric]
+        cols = [
+            "init",
+            "protocol",
+            "fraction",
+            "diff",
+            "ci_low",
+            "ci_high",
+            "p_bootstrap",
+            "p_bootstrap_holm",
+            "p_mcnemar_holm",
+            "significant",
+        ]
+        shown = c[[k for k in cols if k in c]].copy()
+        for k in ("diff", "ci_low", "ci_high", "p_bootstrap", "p_bootstrap_holm", "p_mcnemar_holm"):
+            if k in shown:
+                shown[k] = shown[k].map(T.num)
+        sec.add(
+            table(
+                shown,
+                f"Paired comparisons with the baseline "
+                f"({c['baseline'].iloc[0] if len(c) else ''}), Holm-adjusted.",
+            )
+        )
+    cond = T.best_condition(summary, cfg.metric, cfg.protocol)
+    if len(comp) and "significant" in comp:
+        c = comp[comp["metric"] == cfg.metric]
+        ctx.note(
+            f"fine-tuning comparisons of {cfg.metric} Holm-significant vs the baseline",
+            f"{int(c['significant'].astype(bool).sum())} of {len(c)}",
+            sec.id,
+        )
+    if cond is not None:
+        names = kaggle_classes()
+        best = T.condition_summary(summary, cond, cfg.metric)
+        ctx.note(f"best {cfg.metric} ({T.condition_label(cond)})", best, sec.id)
+        if len(comp) and "baseline" in comp:
+            base = {**cond, "init": str(comp["baseline"].iloc[0])}
+            ctx.note(
+                f"baseline {cfg.metric} ({T.condition_label(base)})",
+                T.condition_summary(summary, base, cfg.metric),
+                sec.id,
+            )
+        rows = T.condition_rows(preds, cond)
+        if len(rows):
+            per = T.per_seed_metrics(rows, names)
+            label = T.condition_label(cond)
+            sec.add(
+                table(
+                    T.per_class_prf(per, names),
+                    "Per-class precision / recall / F1 of the best init at the largest "
+                    f"fraction ({label}; mean over {len(per)} seed(s)).",
+                )
+            )
+            fig = F.confusion_figure(
+                T.summed_confusion(per),
+                names,
+                "confusion_finetune",
+                f"Confusion matrix of {label}, summed over seeds (rows = truth; colour = "
+                "row fraction).",
+                ctx.fig_dir,
+            )
+            sec.add(figure(ctx.keep(fig)))
+        wide = T.per_class_f1_by_init(preds, names, cond["protocol"], cond["fraction"])
+        if len(wide):
+            sec.add(
+                table(
+                    wide,
+                    "Per-class F1 (mean ± sd over seeds) of every init at the same protocol "
+                    "and fraction.",
+                )
+            )
+    return sec
+
+
+def _section_pseudolabel(d: StageData, ctx: _Ctx) -> Section:
+    sec = Section("pseudolabel", "VLM pseudo-labels (3D tumour masks)")
+    if not d.ran:
+        return _not_run(sec.id, sec.title, d)
+    tab = d.table("pseudolabels")
+    m = d.doc("pseudolabel") or {}
+    for col in ("dice_refined", "dice_union"):
+        if col in tab:
+            ctx.note(
+                f"pseudo-label {col.replace('_', ' ')} (mean over sessions)",
+                T.num(tab[col].astype(float).mean()),
+                sec.id,
+            )
+    sec.add(
+        text(
+            f"Proposer: {m.get('proposer', tab['proposer'].iloc[0] if len(tab) else '?')}; "
+            f"{len(tab)} sessions, {int(tab['empty'].sum())} without any box (flag no_box), "
+            f"{int((tab['flag'].fillna('').astype(str) != '').sum())} flagged."
+        )
+    )
+    sec.add(
+        table(
+            T.pseudolabel_table(tab),
+            "Mean quality against the generator's truth per class (Dice, HD95 in mm, "
+            "detection rate, per-slice box IoU).",
+        )
+    )
+    return sec.add(figure(ctx.keep(F.dice_figure(tab, ctx.cfg.dpi, ctx.fig_dir))))
+
+
+def _section_classify3d(d: StageData, ctx: _Ctx) -> Section:
+    sec = Section("classify3d", "3D classifier: ablation and backbones")
+    if not d.ran:
+        return _not_run(sec.id, sec.title, d)
+    m = d.doc("classify3d") or {}
+    if m:
+        sec.add(
+            text(
+                f"{m.get('n_patients')} patients: {m.get('n_cv')} in {m.get('n_folds')}-fold "
+                f"cross-validation, {m.get('n_holdout')} held out; "
+                f"{m.get('n_excluded', 0)} excluded."
+            )
+        )
+    rows = [r for r in m.get("ablation", []) if r.get("macro_f1") is not None]
+    if rows:
+        top = max(rows, key=lambda r: r["macro_f1"])
+        ctx.note(
+            "3D ablation: best row macro-F1 (pooled out of fold)",
+            f"{T.num(top['macro_f1'])} ({top['run']})",
+            sec.id,
+        )
+    if m.get("ablation"):
+        sec.add(
+            table(
+                T.records_table(m["ablation"], first=("run", "macro_f1", "delta_macro_f1")),
+                "Ablation against the base row (pooled out-of-fold macro-F1; paired "
+                "bootstrap, McNemar, Wilcoxon over folds; Holm).",
+            )
+        )
+    for note in m.get("notes", []):
+        sec.add(text(str(note)))
+    if "backbones" in d.texts:
+        sec.add(
+            table(
+                T.markdown_table(d.texts["backbones"]),
+                "Backbone comparison (mean ± sd over folds; held-out ensemble).",
+            )
+        )
+    preds = d.table("predictions")
+    cv = preds[preds["set"].astype(str) == "cv"]
+    if len(cv):
+        names = list(DIAGNOSES_3D)
+        summ = run_summary(preds, names)
+        sec.add(
+            table(
+                T.run_per_class(summ, names),
+                "Per-class precision / recall / F1, pooled out of fold.",
+            )
+        )
+        for run, s in summ.items():
+            stem = run.replace("/", "__")
+            fig = F.confusion_figure(
+                s["pooled"]["confusion"],
+                names,
+                f"confusion_3d_{stem}",
+                f"Confusion matrix of {run} (pooled out-of-fold predictions).",
+                ctx.fig_dir,
+            )
+            sec.add(figure(ctx.keep(fig), css="half"))
+    return sec
+
+
+def _section_xai(d: StageData, ctx: _Ctx) -> Section:
+    sec = Section("xai", "Explanations: CAM galleries and C-Score trajectories")
+    if not d.ran:
+        return _not_run(sec.id, sec.title, d)
+    cfg, lay = ctx.cfg, ctx.layout
+    infos = [read_heatmap_info(p) for p in lay.heatmap_files()]
+    method = G.pick_method(infos, cfg.cam_method) or cfg.cam_method
+    traj = d.table("trajectory")
+    if method not in set(traj["method"]):
+        method = sorted(traj["method"].unique())[0]
+    ev2d, ev3d = d.table("evalset_finetune"), d.table("evalset_classify3d")
+    galleries = (
+        ("2D", ev2d, lambda ev: G.gallery_2d(infos, ev, lay.root, method, cfg.gallery_2d_models,
+                                             cfg.gallery_2d_images, cfg.overlay_alpha, cfg.dpi,
+                                             ctx.fig_dir)),
+        ("3D", ev3d, lambda ev: G.gallery_3d(infos, ev, lay.root, method, cfg.gallery_3d_images,
+                                             cfg.overlay_alpha, cfg.dpi, ctx.fig_dir)),
+    )  # fmt: skip
+    for dim, ev, draw in galleries:
+        if ev is None:
+            sec.add(text(f"No {dim} evaluation set of the xai stage: no {dim} CAM gallery."))
+            continue
+        try:
+            sec.add(figure(ctx.keep(draw(ev)), f"No {dim} heatmaps stored."))
+        except (OSError, ValueError, KeyError) as exc:  # e.g. an image file that vanished
+            ctx.errors.append(f"xai {dim} gallery: {type(exc).__name__}: {exc}")
+            sec.add(text(f"The {dim} CAM gallery could not be drawn: {type(exc).__name__}: {exc}"))
+    tcfg = TrackingConfig.from_dict(ctx.params.get("xai", {}).get("tracking"))
+    found = dissociations(traj, tcfg)
+    ctx.note(
+        "AUC–consistency dissociations (gold-list collapse / early warning / masked class)",
+        " / ".join(str(len(v)) for v in found.values()),
+        sec.id,
+    )
+    counts = pd.DataFrame(
+        [{"dissociation": k.replace("_", " "), "events": len(v)} for k, v in found.items()]
+    )
+    sec.add(
+        table(
+            counts,
+            "Paper 004's AUC–consistency dissociations found on the trajectory table "
+            "(all methods).",
+        )
+    )
+    events = (
+        pd.concat(
+            [
+                v.assign(kind=k, epoch=v["epoch"] if "epoch" in v else v.get("c_drop_epoch"))[
+                    ["model", "method", "epoch", "kind"]
+                ]
+                for k, v in found.items()
+                if len(v)
+            ],
+            ignore_index=True,
+        )
+        if any(len(v) for v in found.values())
+        else pd.DataFrame(columns=["model", "method", "epoch", "kind"])
+    )
+    for family in sorted(traj["family"].astype(str).unique()):
+        sec.add(
+            figure(
+                ctx.keep(F.trajectory_figure(traj, events, family, method, cfg.dpi, ctx.fig_dir))
+            )
+        )
+    for kind, v in found.items():
+        if len(v):
+            shown = v.head(cfg.max_list_rows).copy()
+            for c in shown.columns:
+                if shown[c].dtype.kind == "f":
+                    shown[c] = shown[c].map(T.num)
+            sec.add(
+                table(shown, f"{kind.replace('_', ' ')}: first {len(shown)} of {len(v)} events.")
+            )
+    rnd = d.table("randomisation")
+    if rnd is not None and len(rnd):
+        agg = (
+            rnd.groupby(["family", "method"])
+            .agg(
+                checks=("flag", "size"),
+                flagged=("flag", "sum"),
+                median_similarity=("median_spearman", "median"),
+            )
+            .reset_index()
+        )
+        agg["median_similarity"] = agg["median_similarity"].map(T.num)
+        sec.add(
+            table(
+                agg,
+                "Model-parameter randomisation check per method (flagged = explanation "
+                "barely depends on the weights).",
+            )
+        )
+    return sec
+
+
+def _guarded(build: Any, data: StageData, ctx: _Ctx) -> Section:
+    """Build a section; an unreadable or inconsistent input gives a section that says what
+    failed (the rest of the report still renders)."""
+    try:
+        return build(data, ctx)
+    except Exception as exc:  # reported in the page, never swallowed
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        ctx.errors.append(f"{data.name}: {error}")
+        return Section(data.name, f"{data.name} (could not be built)", ran=False, error=error)
+
+
+def _section_key(ctx: _Ctx, sections: list[Section]) -> Section:
+    sec = Section("key-results", "Key results")
+    sec.add(
+        text("Headline numbers of each stage, with the section that shows where they come from.")
+    )
+    if not ctx.key:
+        return sec.add(text("No stage has results yet."))
+    titles = {s.id: f"{i + 2}. {s.title}" for i, s in enumerate(sections)}
+    key = pd.DataFrame(ctx.key)
+    key["section"] = key["section"].map(titles)
+    return sec.add(table(key))
+
+
+def _section_validity(stages: Mapping[str, StageData], ctx: _Ctx, profile: str) -> Section:
+    sec = Section("validity", "Threats to validity")
+    found, sizes = threats(stages, profile, ctx.cfg.metric, ctx.cfg.ci_level)
+    for t in found:
+        sec.add(threat(t.title, t.status, t.finding, t.meaning))
+    flagged = [t.title for t in found if t.status in ("caution", "problem")]
+    ctx.note("threats to validity needing caution", f"{len(flagged)}: {', '.join(flagged)}", sec.id)
+    if len(sizes):
+        sec.add(table(sizes, "Test-set size per stage and the resolution it allows."))
+    return sec
+
+
+# -------------------------------------------------------------------------------- the report
+
+
+def build_report(
+    root: str | Path, params: Mapping[str, Any], out: str | Path | None = None
+) -> ReportResult:
+    """Write ``<out>/index.html`` (default ``report.out_dir``) and ``<out>/figures/*.png``."""
+    t0 = time.perf_counter()
+    cfg = ReportConfig.from_dict(params.get("report"))
+    layout = StudyLayout.from_params(root, params)
+    out_dir = Path(out) if out else layout.root / cfg.out_dir
+    fig_dir = out_dir / "figures"
+    if fig_dir.exists():  # figures of an older run must not linger
+        for f in fig_dir.glob("*"):
+            if f.is_file():
+                f.unlink()
+    ctx = _Ctx(layout, cfg, fig_dir, params)
+    stages = load_study(layout)
+    profile = str(params.get("profile", ""))
+    builders = [
+        (_section_data, stages["ingest"]),
+        (_section_standardize, stages["standardize"]),
+        (_section_difficulty, stages["difficulty"]),
+        (_section_ssl, stages["pretrain"]),
+        (_section_finetune, stages["finetune"]),
+        (_section_pseudolabel, stages["pseudolabel"]),
+        (_section_classify3d, stages["classify3d"]),
+        (_section_xai, stages["xai"]),
+    ]
+    sections = [_guarded(build, data, ctx) for build, data in builders]
+    sections.append(_section_validity(stages, ctx, profile))
+    sections.insert(0, _section_key(ctx, sections))
+    n_inputs = len(layout.input_files())
+    subtitle = (
+        f"Study root {layout.root.name} · profile {profile} · "
+        f"{sum(s.ran for s in sections)} of {len(sections)} sections with data"
+    )
+    meta = {"profile": profile, "n_inputs": n_inputs, "figure_dir": "figures"}
+    html = render_html(cfg.title, subtitle, sections, meta)
+    path = write_html(out_dir / HTML_NAME, html)
+    return ReportResult(
+        html=path,
+        figures=[f.path for f in ctx.figures],
+        sections={s.id: s.ran for s in sections},
+        seconds=time.perf_counter() - t0,
+        n_inputs=n_inputs,
+        errors=ctx.errors,
+    )

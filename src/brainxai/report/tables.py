@@ -1,0 +1,199 @@
+"""Tables of the report, computed from the stages' outputs with the stages' own functions.
+
+Per-class metrics and confusion matrices come from :mod:`brainxai.evaluation`
+(``classification_metrics``, ``per_class_table``) and the 3D classifier's
+:func:`brainxai.classify3d.report.run_summary`; nothing is re-implemented here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from brainxai.evaluation.aggregate import per_class_table
+from brainxai.evaluation.metrics import classification_metrics
+from brainxai.evaluation.plots import percent_label
+
+
+def num(x: Any, digits: int = 3) -> str:
+    """A number for a table cell (``—`` when missing or not finite)."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "—" if x is None else str(x)
+    return f"{v:.{digits}f}" if np.isfinite(v) else "—"
+
+
+def with_ci(mean: Any, lo: Any, hi: Any) -> str:
+    return f"{num(mean)} [{num(lo)}, {num(hi)}]"
+
+
+def finetune_headline(
+    summary: pd.DataFrame, comparisons: pd.DataFrame | None, metric: str
+) -> pd.DataFrame:
+    """Mean [CI] of ``metric`` per (protocol, init) x label fraction; ``*`` = Holm-significant
+    difference from the baseline (``comparisons.csv``)."""
+    sub = summary[summary["metric"] == metric].copy()
+    sig: set[tuple[str, str, float]] = set()
+    if comparisons is not None and len(comparisons) and "significant" in comparisons:
+        c = comparisons[(comparisons["metric"] == metric) & comparisons["significant"].astype(bool)]
+        sig = {(r.init, r.protocol, float(r.fraction)) for r in c.itertuples()}
+    sub["cell"] = [
+        with_ci(r.mean, r.ci_low, r.ci_high)
+        + (" *" if (r.init, r.protocol, float(r.fraction)) in sig else "")
+        for r in sub.itertuples()
+    ]
+    sub["fraction"] = sub["fraction"].astype(float)
+    table = sub.pivot_table(
+        index=["protocol", "init"], columns="fraction", values="cell", aggfunc="first"
+    )
+    table.columns = [f"{percent_label(f)} labels" for f in table.columns]
+    table.columns.name = None
+    return table.reset_index()
+
+
+def best_condition(summary: pd.DataFrame, metric: str, protocol: str) -> dict[str, Any] | None:
+    """The init with the highest mean ``metric`` at the largest label fraction of ``protocol``
+    (the first protocol present when ``protocol`` is not)."""
+    sub = summary[summary["metric"] == metric]
+    if sub.empty:
+        return None
+    if protocol not in set(sub["protocol"]):
+        protocol = sorted(sub["protocol"].unique())[0]
+    sub = sub[sub["protocol"] == protocol]
+    sub = sub[np.isclose(sub["fraction"].astype(float), sub["fraction"].astype(float).max())]
+    row = sub.sort_values(["mean", "init"], ascending=[False, True], kind="stable").iloc[0]
+    return {"init": row["init"], "protocol": protocol, "fraction": float(row["fraction"])}
+
+
+def condition_summary(summary: pd.DataFrame, cond: dict[str, Any], metric: str) -> str:
+    """``mean [ci_low, ci_high]`` of one condition's ``metric`` in ``summary.csv``."""
+    s = summary[
+        (summary["metric"] == metric)
+        & (summary["init"] == cond["init"])
+        & (summary["protocol"] == cond["protocol"])
+        & np.isclose(summary["fraction"].astype(float), cond["fraction"])
+    ]
+    return with_ci(*s[["mean", "ci_low", "ci_high"]].iloc[0]) if len(s) else "—"
+
+
+def condition_rows(predictions: pd.DataFrame, cond: dict[str, Any]) -> pd.DataFrame:
+    p = predictions
+    return p[
+        (p["init"] == cond["init"])
+        & (p["protocol"] == cond["protocol"])
+        & np.isclose(p["fraction"].astype(float), cond["fraction"])
+    ]
+
+
+def per_seed_metrics(rows: pd.DataFrame, class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """:func:`classification_metrics` of each run (seed) of one condition."""
+    out = []
+    for _, g in rows.groupby("run", sort=True):
+        probs = np.stack(g["probs"].map(np.asarray).to_list())
+        out.append(classification_metrics(g["y_true"].to_numpy(), probs, class_names))
+    return out
+
+
+def per_class_prf(metrics: Sequence[dict[str, Any]], class_names: Sequence[str]) -> pd.DataFrame:
+    """Per class: precision, recall, F1 (mean over runs) and test support."""
+    rows = []
+    for name in class_names:
+        pcs = [m["per_class"][name] for m in metrics]
+        rows.append(
+            {
+                "class": name,
+                "precision": num(np.mean([p["precision"] for p in pcs])),
+                "recall": num(np.mean([p["recall"] for p in pcs])),
+                "F1": num(np.mean([p["f1"] for p in pcs])),
+                "support": int(pcs[0]["support"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def summed_confusion(metrics: Sequence[dict[str, Any]]) -> np.ndarray:
+    return np.sum([np.asarray(m["confusion"]) for m in metrics], axis=0)
+
+
+def per_class_f1_by_init(
+    predictions: pd.DataFrame, class_names: Sequence[str], protocol: str, fraction: float
+) -> pd.DataFrame:
+    """Per-class F1 (mean ± sd over seeds) of every init at one (protocol, fraction)."""
+    rows = predictions[
+        (predictions["protocol"] == protocol)
+        & np.isclose(predictions["fraction"].astype(float), fraction)
+    ]
+    if rows.empty:
+        return pd.DataFrame()
+    tab = per_class_table(rows, class_names)
+    wide = tab.pivot_table(index="class", columns="init", values="f1", aggfunc="first")
+    support = tab.groupby("class")["support"].first()
+    wide.insert(0, "support", support)
+    wide = wide.reindex([c for c in class_names if c in wide.index])
+    wide.columns.name = None
+    return wide.reset_index()
+
+
+def run_per_class(summary: dict[str, dict[str, Any]], class_names: Sequence[str]) -> pd.DataFrame:
+    """3D classifier: pooled out-of-fold P/R/F1/support per (run, class)."""
+    rows = []
+    for run, s in summary.items():
+        for name in class_names:
+            pc = s["pooled"]["per_class"][name]
+            rows.append(
+                {
+                    "run": run,
+                    "class": name,
+                    "precision": num(pc["precision"]),
+                    "recall": num(pc["recall"]),
+                    "F1": num(pc["f1"]),
+                    "support": pc["support"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def markdown_table(text: str) -> pd.DataFrame:
+    """The first pipe table of a markdown document as a DataFrame (cells as text)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("|")]
+    if len(lines) < 2:
+        return pd.DataFrame()
+    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+    header, body = cells[0], [r for r in cells[2:] if len(r) == len(cells[0])]
+    return pd.DataFrame(body, columns=header)
+
+
+def records_table(
+    records: Sequence[dict[str, Any]], first: Sequence[str] = (), digits: int = 3
+) -> pd.DataFrame:
+    """A list of JSON records as a table: ``first`` columns leading, numbers formatted,
+    ``None`` as ``—``."""
+    frame = pd.DataFrame(list(records))
+    order = [c for c in first if c in frame] + [c for c in frame if c not in first]
+    frame = frame[order]
+    for c in frame.columns:
+        frame[c] = frame[c].map(
+            lambda v: "—" if v is None else (num(v, digits) if isinstance(v, float) else v)
+        )
+    return frame
+
+
+def pseudolabel_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean quality per class and overall: Dice / HD95 / detection of coarse, refined, union
+    and the per-slice box IoU (sessions with truth only)."""
+    cols = [c for c in table.columns if c.startswith(("dice_", "hd95_", "detected_"))]
+    cols += ["box_iou"] if "box_iou" in table else []
+    rows = table.copy()
+    for c in cols:
+        rows[c] = rows[c].astype(float)
+    groups = [(str(k), g) for k, g in rows.groupby("label", sort=True)] + [("all", rows)]
+    out = [{"class": k, "n": len(g), **{c: num(g[c].mean()) for c in cols}} for k, g in groups]
+    return pd.DataFrame(out)
+
+
+def condition_label(cond: dict[str, Any]) -> str:
+    return f"{cond['init']} / {cond['protocol']} / {percent_label(cond['fraction'])} labels"

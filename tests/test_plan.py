@@ -1,0 +1,96 @@
+"""The scale-out plan: task counts from params, by hand for smoke and full, and against the
+task runs a real smoke study produced; cost arithmetic; FLOP counts vs torchvision's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from brainxai.config import load_params
+from brainxai.plan import Component, Measured, components, plan_table, resnet_flops
+from tests.conftest import REPO
+
+ONE = lambda *a: 1.0  # noqa: E731  (FLOP counts do not change task counts)
+
+#: Completed task runs of the finished smoke study /tmp/fresh (`make study`, 2026-11-23),
+#: per Prefect task function (its .prefect/prefect.db; cache hits excluded), and
+#: reports/finetune/runs.csv = 60 rows.
+SMOKE_STUDY_TASK_RUNS = {
+    "write_shard": 8, "standardize_one": 24, "pretrain_framework": 5, "finetune_embed": 6,
+    "finetune_cell": 60, "train_run": 8, "explain_task": 99, "randomisation_task": 39,
+}  # fmt: skip
+
+
+def _tasks(profile: str) -> dict[tuple[str, str], int]:
+    comps = components(load_params(REPO / "params.yaml", profile=profile), ONE, ONE)
+    return {(c.stage, c.name): c.tasks for c in comps}
+
+
+def test_smoke_counts_by_hand():
+    t = _tasks("smoke")
+    # synth: 24 volumes / shard 8 = 3 shards (+2 plan +1 finalize); 36 2D subjects -> 5 (+1+1)
+    assert t[("synth", "3D subjects")] == 3 + 3 and t[("synth", "2D subjects")] == 5 + 2
+    assert t[("ingest", "sources")] == 2 + 1  # bids + kaggle17, + split/data card
+    assert t[("standardize", "3D sessions")] == t[("pseudolabel", "3D sessions")] == 4 * 6
+    assert t[("pretrain", "frameworks")] == 5 + 1  # 5 frameworks + decode cache
+    assert t[("finetune", "embeddings")] == 4 + 2  # 4 SSL backbones + random x 2 seeds
+    assert t[("finetune", "probe cells")] == 5 * 3 * 2 + 2  # + cache, aggregate
+    assert t[("finetune", "fine-tune cells")] == 5 * 3 * 2
+    assert t[("classify3d", "fold runs")] == (3 + 1) * 2  # base/full/oracle + vit, 2 folds
+    # xai upper bound: (10 2D runs x (2 epochs + best) + 4 3D runs x 2 epochs) x 3 methods
+    assert t[("xai", "explain (checkpoint x method)")] == (10 * 3 + 4 * 2) * 3
+    assert t[("xai", "randomisation (run x method)")] == (10 + 4) * 3
+
+
+def test_smoke_counts_match_the_task_runs_of_a_real_smoke_study():
+    t = _tasks("smoke")
+    runs = SMOKE_STUDY_TASK_RUNS
+    assert t[("synth", "3D subjects")] - 3 + t[("synth", "2D subjects")] - 2 == runs["write_shard"]
+    assert t[("standardize", "3D sessions")] == runs["standardize_one"]
+    assert t[("pretrain", "frameworks")] - 1 == runs["pretrain_framework"]
+    assert t[("finetune", "embeddings")] == runs["finetune_embed"]
+    cells = t[("finetune", "probe cells")] - 2 + t[("finetune", "fine-tune cells")]
+    assert cells == runs["finetune_cell"] == 60
+    assert t[("classify3d", "fold runs")] == runs["train_run"]
+    assert t[("xai", "explain (checkpoint x method)")] >= runs["explain_task"]
+    assert t[("xai", "randomisation (run x method)")] >= runs["randomisation_task"]
+
+
+def test_full_counts_by_hand():
+    t = _tasks("full")
+    assert t[("synth", "3D subjects")] == 248 // 4 + 3  # 62 per diagnosis, shard 4
+    assert t[("synth", "2D subjects")] == 240 // 4 + 2  # 40 per group x 6 groups
+    assert t[("standardize", "3D sessions")] == 248
+    assert t[("finetune", "fine-tune cells")] == 5 * 5 * 3  # inits x fractions x seeds
+    assert t[("finetune", "embeddings")] == 4 + 3
+    assert t[("classify3d", "fold runs")] == (6 + 3) * 5  # 6 ablation rows + 3 backbones
+
+
+def test_costs_scale_the_measured_seconds_by_the_work_ratio():
+    full = [Component("s", "c", 12, "u", 600.0, "fn", aux=2, device="gpu", flops=3.6e15)]
+    smoke = [Component("s", "c", 3, "u", 10.0, "fn", aux=1)]
+    (row,) = plan_table(full, smoke, Measured({("fn", ""): 4.0}, {("fn", ""): 2}), 1.0)
+    assert row["work_ratio_total"] == 60.0
+    assert row["work_ratio_per_task"] == pytest.approx((600 / 10) / (10 / 2))
+    assert row["est_cpu_hours_full"] == pytest.approx(4.0 * 2 * 60 / 3600)
+    assert row["est_gpu_hours_full"] == pytest.approx(3.6e15 / 1e12 / 3600)  # 1 TFLOP/s
+
+
+def test_resnet_flops_match_torchvision_published_gflops():
+    # torchvision model card: ResNet-18 1.81 GFLOPS (multiply-adds) at 224 px
+    assert resnet_flops("resnet18", 224) == pytest.approx(2 * 1.81e9, rel=0.01)
+    # convolutions scale with pixels: 64 px is (64/224)^2 of it (+ the tiny fc layer)
+    assert resnet_flops("resnet18", 64) == pytest.approx(2 * 1.81e9 * (64 / 224) ** 2, rel=0.02)
+
+
+@pytest.mark.skipif(not Path("/tmp/fresh/.prefect/prefect.db").exists(), reason="no study")
+def test_plan_reads_the_measured_study():
+    from flows.plan import task_runs_of
+
+    runs = task_runs_of(Path("/tmp/fresh"))
+    by_task: dict[str, int] = {}
+    for r in runs:
+        by_task[r["task"]] = by_task.get(r["task"], 0) + 1
+    for task, n in SMOKE_STUDY_TASK_RUNS.items():
+        assert by_task[task] == n, task
