@@ -11,6 +11,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc, timeout: float, log: Path | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail early (with the log's tail) if ``proc`` exits."""
+    import httpx
+
+    tail = (lambda: log.read_text()[-2000:]) if log is not None else (lambda: "")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}\n{tail()}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{url} not healthy after {timeout} s\n{tail()}")
 
 
 def make_study(dest: Path, synth_overrides: dict | None = None, copy_code: bool = False) -> Path:

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from flows.orchestrate import ensure_pools, pool_specs, read_prefect_yaml, routing
-from tests.conftest import REPO, free_port, make_study
+from tests.conftest import REPO, free_port, make_study, wait_healthy
 
 BIN = Path(sys.executable).parent
 GPU_STAGES = {"pretrain", "finetune", "pseudolabel", "classify3d", "xai"}
@@ -243,8 +243,7 @@ def orchestra(tmp_path_factory):
     server = start("server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
                               "--port", str(port)])  # fmt: skip
     try:
-        _wait(lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200, 150, "server",
-              server)  # fmt: skip
+        wait_healthy(f"{api}/health", server, 150, tmp / "server.log")
         lap("server")
         with temporary_settings({PREFECT_API_URL: api}):  # `brainxai orchestrate pools`
             first = CliRunner().invoke(

@@ -4,13 +4,12 @@ import importlib.metadata as md
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_healthy
 
 BIN = Path(sys.executable).parent
 
@@ -19,20 +18,6 @@ def test_pins_are_the_proven_ones():
     assert md.version("prefect") == "3.8.8"
     assert md.version("fastapi") == "0.150.0"
     import prefect.server.api.server  # noqa: F401  (fails with fastapi >= 0.159)
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 150) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(url)
 
 
 FLOW = """
@@ -67,7 +52,7 @@ def test_prefect_server_starts_on_loopback_and_records_a_flow_run(tmp_path):
     )  # fmt: skip
     api = f"http://127.0.0.1:{port}/api"
     try:
-        _wait_healthy(f"{api}/health", proc)
+        wait_healthy(f"{api}/health", proc, 150, tmp_path / "server.log")
         client_env = {**env, "PREFECT_API_URL": api}
         out = subprocess.run(
             [sys.executable, "-c", FLOW],

@@ -3,10 +3,8 @@
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import mlflow
 import numpy as np
 import pandas as pd
@@ -17,7 +15,7 @@ import tasks  # noqa: F401
 from brainxai.registry.config import FamilyConfig
 from tasks.registry import Loaded, register_family
 from tasks.tracking import PARENT_ENV, ensure_experiment, flatten, stage_run, study_run
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, wait_healthy
 
 BIN = Path(sys.executable).parent
 
@@ -68,16 +66,7 @@ def mlflow_server(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     original_uri = mlflow.get_tracking_uri()
     try:
-        t0 = time.monotonic()
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, (tmp / "mlflow.log").read_text()[-2000:]
-            assert time.monotonic() - t0 < 120, "mlflow server did not start"
-            time.sleep(1)
+        wait_healthy(f"{url}/health", proc, 120, tmp / "mlflow.log")
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("MLFLOW_TRACKING_URI", url)
             mp.delenv("BRAINXAI_ARTIFACTS")
