@@ -47,6 +47,24 @@ def _subject_paths(cohort: Path, sub: str) -> dict[str, Path]:
     return subject_files(cohort, sub)
 
 
+def synth_cohort(params: Path, profile: str, n: int, out: Path) -> Path:
+    """Write ``n`` subjects (spread over the plan) of ``profile``'s synth config to ``out``.
+
+    The smoke cohort is generated at 2 mm, where the 1-3.5 mm extra-axial CSF rim cannot
+    be resolved; the full profile's 1 mm cohort is the truth for 1 mm accuracy.
+    """
+    from brainxai.config import load_params
+    from brainxai.synth import SynthConfig, plan_cohort3d, subject_files, write_subject3d
+
+    p = load_params(params, profile=profile)
+    scfg = SynthConfig.from_dict(p["synth"])
+    specs = plan_cohort3d(scfg, int(p["seed"]))
+    for spec in specs[:: max(1, len(specs) // n)][:n]:
+        if not subject_files(out, spec.subject_id)["T1C+"].is_file():
+            write_subject3d(spec, out, scfg)
+    return out
+
+
 def bench_backends(cohort: Path, subjects: list[str], backends: list[str], conf) -> dict:
     """Dice (to truth, to truth without CSF rim) and seconds per subject per backend."""
     import dataclasses
@@ -56,8 +74,15 @@ def bench_backends(cohort: Path, subjects: list[str], backends: list[str], conf)
     from brainxai.standardize.skullstrip import strip
 
     out: dict[str, Any] = {}
-    for backend in backends:
-        sk = dataclasses.replace(conf.skullstrip, backend=backend, mode="fast", tta=False)
+    for spec in backends:
+        backend, _, variant = spec.partition(":")  # hdbet:accurate+tta, hdbet:fast ...
+        mode, tta = variant.partition("+")[::2] if variant else (conf.skullstrip.mode, "")
+        sk = dataclasses.replace(
+            conf.skullstrip,
+            backend=backend,
+            mode=mode,
+            tta=(tta == "tta") if variant else conf.skullstrip.tta,
+        )
         rows = []
         for sub in subjects:
             f = _subject_paths(cohort, sub)
@@ -74,11 +99,13 @@ def bench_backends(cohort: Path, subjects: list[str], backends: list[str], conf)
                     "seconds": sec,
                 }
             )
-            print(f"  {backend} {sub}: dice {rows[-1]['dice']:.4f} "
+            print(f"  {spec} {sub}: dice {rows[-1]['dice']:.4f} "
                   f"(no rim {rows[-1]['dice_no_rim']:.4f}) {sec:.1f} s", flush=True)  # fmt: skip
         d = np.array([r["dice"] for r in rows])
         dn = np.array([r["dice_no_rim"] for r in rows])
-        out[backend] = {
+        out[spec] = {
+            "mode": sk.mode if backend == "hdbet" else None,
+            "tta": sk.tta if backend == "hdbet" else None,
             "n": len(rows),
             "dice_mean": float(d.mean()),
             "dice_min": float(d.min()),
@@ -142,32 +169,57 @@ def bench_stage_outputs(cohort_study: Path, std_study: Path, conf) -> dict:
     return {"n": len(rows), "summary": summary, "rows": rows}
 
 
-def bench_n4(cohort: Path, subjects: list[str], conf) -> dict:
-    """WM CoV before/after N4 (inside the true brain mask) and with the true bias removed."""
+def bench_n4(cohort: Path, subjects: list[str], conf, settings: list[str] | None = None) -> dict:
+    """WM CoV before/after N4 (inside the true brain mask) and with the true bias removed.
+
+    ``settings`` are ``SHRINK:IT,IT,..`` overrides of the profile's N4 (one row each);
+    the oracle - the raw image divided by the generator's bias field - bounds what any
+    correction can reach, so each row also reports the share of that reduction reached.
+    """
+    import dataclasses
+
     from brainxai.standardize.accuracy import wm_cov
     from brainxai.standardize.bias import n4
     from brainxai.standardize.orient import canonical, load_volume, resample
 
+    variants = {"params": conf.n4}
+    for spec in settings or []:
+        shrink, _, iters = spec.partition(":")
+        variants[spec] = dataclasses.replace(
+            conf.n4, shrink_factor=int(shrink), iterations=tuple(int(i) for i in iters.split(","))
+        )
     rows = []
     for sub in subjects:
         f = _subject_paths(cohort, sub)
         img = resample(canonical(load_volume(f["T1C+"])), conf.spacing_mm, "intensity")
         mask = resample(canonical(load_volume(f["brain_mask"], "mask")), conf.spacing_mm, "mask")
         mask = mask.new_image_like((mask.numpy() > 0).astype(np.float32))
-        t0 = time.perf_counter()
-        corrected = n4(img, mask, conf.n4)
-        sec = time.perf_counter() - t0
-        cov = wm_cov(img, corrected, f["bias"], f["tissue_dseg"], f["lesion_dseg"])
-        cov["reduction"] = 1.0 - cov["after"] / cov["before"]
-        cov["bias_part_removed"] = (cov["before"] - cov["after"]) / (cov["before"] - cov["oracle"])
-        cov["seconds"] = sec
-        rows.append({"subject": sub, **cov})
-        print(f"  n4 {sub}: CoV {cov['before']:.4f} -> {cov['after']:.4f} "
-              f"(oracle {cov['oracle']:.4f}) {sec:.1f} s", flush=True)  # fmt: skip
-    keys = ("before", "after", "oracle", "reduction", "bias_part_removed", "seconds")
-    means = {k: float(np.mean([r[k] for r in rows])) for k in keys}
-    worst = float(np.min([r["reduction"] for r in rows]))
-    return {"n": len(rows), **means, "reduction_min": worst, "rows": rows}
+        for name, n4cfg in variants.items():
+            t0 = time.perf_counter()
+            corrected = n4(img, mask, n4cfg)
+            sec = time.perf_counter() - t0
+            cov = wm_cov(img, corrected, f["bias"], f["tissue_dseg"], f["lesion_dseg"])
+            cov["reduction"] = 1.0 - cov["after"] / cov["before"]
+            cov["oracle_reduction"] = 1.0 - cov["oracle"] / cov["before"]
+            cov["bias_part_removed"] = (cov["before"] - cov["after"]) / (
+                cov["before"] - cov["oracle"]
+            )
+            cov["seconds"] = sec
+            rows.append({"subject": sub, "setting": name, **cov})
+            print(f"  n4 {name} {sub}: CoV {cov['before']:.4f} -> {cov['after']:.4f} "
+                  f"(oracle {cov['oracle']:.4f}) {sec:.1f} s", flush=True)  # fmt: skip
+    keys = ("before", "after", "oracle", "reduction", "oracle_reduction", "bias_part_removed",
+            "seconds")  # fmt: skip
+    out: dict[str, Any] = {"n": len(subjects), "rows": rows}
+    for name, n4cfg in variants.items():
+        sel = [r for r in rows if r["setting"] == name]
+        out[name] = {
+            "shrink_factor": n4cfg.shrink_factor,
+            "iterations": list(n4cfg.iterations),
+            **{k: float(np.mean([r[k] for r in sel])) for k in keys},
+            "reduction_min": float(np.min([r["reduction"] for r in sel])),
+        }
+    return out
 
 
 def _one(args: tuple) -> float:
@@ -188,6 +240,7 @@ def bench_speed(
     out: Path,
     cores: int,
     spacings: tuple[float, ...] = (2.0, 1.0),
+    scaling: bool = True,
 ) -> dict:
     """Seconds/subject at 2 and 1 mm; throughput with 1 and 2 worker processes."""
 
@@ -205,20 +258,25 @@ def bench_speed(
             secs = list(pool.map(_one, jobs(spacing, cores, f"s{spacing}")[:1]))
             res[f"seconds_per_subject_{spacing:g}mm"] = float(np.mean(secs))
             print(f"  {spacing:g} mm: {secs[0]:.1f} s/subject", flush=True)
-    for workers in (1, 2):
-        threads = max(1, cores // workers)
+    if not scaling:
+        return res
+    # (workers, ITK threads per worker): the stage's own choice for 1 and 2 workers
+    # (threads = cores // workers), and one worker held to one thread, the per-worker
+    # baseline that isolates what a second process adds from what threads already give
+    for workers, threads in ((1, cores), (1, 1), (2, max(1, cores // 2))):
+        tag = f"{workers}w{threads}t"
         with ProcessPoolExecutor(workers) as pool:
-            list(pool.map(_one, jobs(2.0, threads, f"warm{workers}")[:workers]))  # warm
+            list(pool.map(_one, jobs(2.0, threads, f"warm{tag}")[:workers]))  # warm
             t0 = time.perf_counter()
-            list(pool.map(_one, jobs(2.0, threads, f"w{workers}")))
+            list(pool.map(_one, jobs(2.0, threads, tag)))
             wall = time.perf_counter() - t0
-        res[f"throughput_{workers}w_subjects_per_min"] = 60.0 * len(subjects) / wall
-        res[f"wall_{workers}w_s"] = wall
+        res[f"throughput_{tag}_subjects_per_min"] = 60.0 * len(subjects) / wall
+        res[f"wall_{tag}_s"] = wall
         print(f"  {workers} worker(s) x {threads} thread(s): {wall:.1f} s for "
               f"{len(subjects)} subjects", flush=True)  # fmt: skip
-    res["scaling_2w_over_1w"] = (
-        res["throughput_2w_subjects_per_min"] / res["throughput_1w_subjects_per_min"]
-    )
+    two = res[f"throughput_2w{max(1, cores // 2)}t_subjects_per_min"]
+    res["scaling_2w_over_1w"] = two / res[f"throughput_1w{cores}t_subjects_per_min"]
+    res["scaling_2w_over_1w1t"] = two / res["throughput_1w1t_subjects_per_min"]
     return res
 
 
@@ -234,6 +292,24 @@ def main() -> None:
     ap.add_argument("--speed-spacings", nargs="*", type=float, default=[2.0, 1.0])
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench_standardize"))
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--n4-settings",
+        nargs="*",
+        default=[],
+        metavar="SHRINK:IT,IT",
+        help="extra N4 settings to compare with the profile's, e.g. 2:50,50,50",
+    )
+    ap.add_argument("--speed-backend", default=None, help="skull-strip backend for speed")
+    ap.add_argument("--skip-scaling", action="store_true", help="speed: seconds/subject only")
+    ap.add_argument("--profile", default="smoke", help="params profile of the stage config")
+    ap.add_argument("--spacing", type=float, default=None, help="override spacing_mm")
+    ap.add_argument(
+        "--synth",
+        default=None,
+        metavar="PROFILE:N",
+        help="measure on N subjects of PROFILE's synth config (written under --out) "
+        "instead of the study's cohort, e.g. full:4 for the 1 mm cohort",
+    )
     args = ap.parse_args()
 
     from brainxai.config import load_params
@@ -241,12 +317,23 @@ def main() -> None:
 
     cores = os.cpu_count() or 1
     set_threads(cores)
-    cfg = load_params(args.params, profile="smoke")["standardize"]["config"]
+    cfg = load_params(args.params, profile=args.profile)["standardize"]["config"]
+    if args.spacing:
+        cfg = {**cfg, "spacing_mm": args.spacing}
     conf = StandardizeConfig.from_dict(cfg)
     cohort = args.cohort_study / "data/raw/synth/cohort3d"
+    if args.synth:
+        prof, _, n = args.synth.partition(":")
+        cohort = synth_cohort(args.params, prof, int(n or 4), args.out / f"cohort_{prof}")
     subjects = sorted(p.name for p in cohort.glob("sub-*"))
     pick = subjects[:: max(1, len(subjects) // args.n)][: args.n]
-    result: dict[str, Any] = {"cores": cores, "spacing_mm": conf.spacing_mm, "subjects": pick}
+    result: dict[str, Any] = {
+        "cores": cores,
+        "profile": args.profile,
+        "cohort": str(cohort),
+        "spacing_mm": conf.spacing_mm,
+        "subjects": pick,
+    }
     if "backends" in args.parts:
         print("skull stripping per backend", flush=True)
         result["backends"] = bench_backends(cohort, pick, args.backends, conf)
@@ -255,18 +342,30 @@ def main() -> None:
         result["stage"] = bench_stage_outputs(args.cohort_study, args.std_study, conf)
     if "n4" in args.parts:
         print("N4", flush=True)
-        result["n4"] = bench_n4(cohort, pick, conf)
+        result["n4"] = bench_n4(cohort, pick, conf, args.n4_settings)
     if "speed" in args.parts:
         print("speed", flush=True)
+        scfg = cfg
+        if args.speed_backend:
+            scfg = {**cfg, "skullstrip": {**cfg["skullstrip"], "backend": args.speed_backend}}
         result["speed"] = bench_speed(
-            cohort, pick[: args.n_speed], cfg, args.out, cores, tuple(args.speed_spacings)
+            cohort,
+            pick[: args.n_speed],
+            scfg,
+            args.out,
+            cores,
+            tuple(args.speed_spacings),
+            scaling=not args.skip_scaling,
         )
     brief = {
         k: ({kk: vv for kk, vv in v.items() if kk != "rows"} if isinstance(v, dict) else v)
         for k, v in result.items()
     }
-    for b in brief.get("backends", {}).values():
-        b.pop("rows", None)
+    brief["backends"] = {
+        k: {kk: vv for kk, vv in b.items() if kk != "rows"}
+        for k, b in result.get("backends", {}).items()
+    }
+    brief["n4"] = {k: v for k, v in result.get("n4", {}).items() if k != "rows"}
     print(json.dumps(brief, indent=1, default=float))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

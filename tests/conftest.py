@@ -95,8 +95,13 @@ def pytest_sessionfinish(session, exitstatus):
     capture stream and prints a spurious logging traceback after the summary.
     """
     server = sys.modules.get("prefect.server.api.server")
-    if server is None:
-        return
-    server.subprocess_server_logger.disabled = True
-    for instance in list(server.SubprocessASGIServer._instances.values()):
-        instance.stop()
+    if server is not None:
+        server.subprocess_server_logger.disabled = True
+        for instance in list(server.SubprocessASGIServer._instances.values()):
+            instance.stop()
+
+
+def pytest_unconfigure(config):
+    """Remove the session's Prefect/MLflow state (tens of MB per run); keep it on request."""
+    if not os.environ.get("BRAINXAI_KEEP_TEST_STATE"):
+        shutil.rmtree(_STATE, ignore_errors=True)

@@ -64,7 +64,7 @@ class N4Config:
 
     enabled: bool = True
     shrink_factor: int = 4
-    iterations: tuple[int, ...] = (50, 50, 50)
+    iterations: tuple[int, ...] = (20, 20)
     tolerance: float = 1e-7
     spline_distance_mm: float = 100.0
 
