@@ -36,6 +36,36 @@ def _embedded_api_url() -> str | None:
     return server.api_url if server.running else None
 
 
+class SharedAPIProcessPoolTaskRunner(ProcessPoolTaskRunner):
+    """Prefect's process pool, its workers pointed at the flow's own Prefect API.
+
+    With the embedded API, Prefect 3.8 serialises the parent's settings with
+    ``PREFECT_API_URL`` unset, so every worker process started its own temporary server
+    on the same database (~20 s each, concurrent writers). Entering the runner pins the
+    embedded server's URL in the settings context that ``submit`` hands to the workers;
+    with a real server nothing changes.
+    """
+
+    _pinned: Any = None
+
+    def __enter__(self) -> SharedAPIProcessPoolTaskRunner:
+        url = _embedded_api_url()
+        if url:
+            from prefect.settings import PREFECT_API_URL, temporary_settings
+
+            self._pinned = temporary_settings(updates={PREFECT_API_URL: url})
+            self._pinned.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        try:
+            super().__exit__(exc_type, exc_value, traceback)
+        finally:
+            pinned, self._pinned = self._pinned, None
+            if pinned is not None:
+                pinned.__exit__(None, None, None)
+
+
 def dask_runner(cfg: Mapping[str, Any]) -> TaskRunner:
     """A Dask task runner on an existing scheduler, or on a LocalCluster of processes.
 
@@ -75,7 +105,7 @@ def task_runner(params: Mapping[str, Any]) -> TaskRunner:
     if kind == "thread":
         return ThreadPoolTaskRunner(max_workers=workers)
     if kind == "process":
-        return ProcessPoolTaskRunner(max_workers=workers)
+        return SharedAPIProcessPoolTaskRunner(max_workers=workers)
     if kind == "dask":
         return dask_runner(cfg)
     raise ValueError(f"runner.kind must be one of {KINDS}, not {kind!r}")
