@@ -48,7 +48,7 @@ from brainxai.classify3d.report import (
     markdown_runs,
     run_summary,
 )
-from brainxai.config import config_to_mapping, load_params
+from brainxai.config import config_to_mapping
 from brainxai.jsonio import write_json
 from brainxai.labels import DIAGNOSES_3D
 from brainxai.manifest import read_table
@@ -57,7 +57,7 @@ from brainxai.splits import check_subset_leakage
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.classify3d import LOADER, train_run
-from tasks.env import study_root
+from tasks.env import study_params
 from tasks.tracking import flatten, stage_run
 
 INDEX_COLUMNS = (
@@ -127,8 +127,7 @@ def classify3d_flow(
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
         log_model: log the best model of each fold to MLflow (as classify3d.register says).
     """
-    root_path = Path(root) if root else study_root()
-    params = load_params(root_path / "params.yaml", profile=profile)
+    root_path, params = study_params(profile, root)
     paths = StudyPaths.from_params(root_path, params)
     section = params["classify3d"]
     cfg = Classify3DConfig.from_dict(section)

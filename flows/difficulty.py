@@ -5,17 +5,15 @@ nor hopeless (see :mod:`brainxai.baseline`). Run: ``brainxai data difficulty``.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import mlflow
 from prefect import flow
 
-from brainxai.config import load_params
 from brainxai.paths import StudyPaths
 from tasks.artifacts import publish_stage
 from tasks.difficulty import difficulty_probe
-from tasks.env import study_root
+from tasks.env import study_params
 from tasks.ingest import file_sha256
 from tasks.tracking import flatten, stage_run
 
@@ -28,8 +26,7 @@ def difficulty_flow(profile: str | None = None, root: str | None = None) -> dict
         profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
     """
-    root_path = Path(root) if root else study_root()
-    params = load_params(root_path / "params.yaml", profile=profile)
+    root_path, params = study_params(profile, root)
     paths = StudyPaths.from_params(root_path, params)
     cfg = {**params["difficulty"], "seed": int(params["seed"])}
     with stage_run("difficulty", {"difficulty": cfg}):

@@ -41,7 +41,6 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger
 
-from brainxai.config import load_params
 from brainxai.finetune.config import BackboneSpec, FinetuneConfig
 from brainxai.finetune.leakage import check_training_leakage
 from brainxai.finetune.runs import LOADER, RunSpec
@@ -55,7 +54,7 @@ from brainxai.ssl.checkpoint import save_backbone
 from brainxai.ssl.config import to_dict
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
-from tasks.env import study_root
+from tasks.env import study_params
 from tasks.finetune import (
     FINGERPRINT_FILE,
     finetune_aggregate,
@@ -283,8 +282,7 @@ class Stage:
 
     @classmethod
     def load(cls, profile: str | None, root: str | None) -> Stage:
-        root_path = Path(root) if root else study_root()
-        params = load_params(root_path / "params.yaml", profile=profile)
+        root_path, params = study_params(profile, root)
         return cls(
             params,
             StudyPaths.from_params(root_path, params),
@@ -586,8 +584,7 @@ def finetune_flow(
             finetune_cache, finetune@<init>, finetune_eval).
         init: the init of step ``init`` (one of finetune.inits).
     """
-    root_path = Path(root) if root else study_root()
-    params = load_params(root_path / "params.yaml", profile=profile)
+    root_path, params = study_params(profile, root)
     runner = task_runner({"runner": params["finetune"].get("runner", params["runner"])})
     name = f"finetune-{step}" + (f"-{init}" if init else "")
     return _finetune.with_options(task_runner=runner, flow_run_name=name)(

@@ -6,17 +6,15 @@ Run: ``brainxai data ingest [--profile smoke]`` or ``python -m flows.ingest``.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import mlflow
 from prefect import flow, get_run_logger
 
-from brainxai.config import load_params
 from brainxai.paths import StudyPaths
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
-from tasks.env import study_root
+from tasks.env import study_params
 from tasks.ingest import file_sha256, ingest_source, split_and_card, tree_fingerprint
 from tasks.tracking import stage_run
 
@@ -29,8 +27,7 @@ def ingest_flow(profile: str | None = None, root: str | None = None) -> dict[str
         profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
     """
-    root_path = Path(root) if root else study_root()
-    params = load_params(root_path / "params.yaml", profile=profile)
+    root_path, params = study_params(profile, root)
     paths = StudyPaths.from_params(root_path, params)
     icfg = params["ingest"]
     out_dir = paths.interim / "ingest"

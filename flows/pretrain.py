@@ -23,7 +23,6 @@ import torchvision
 from mlflow.models import infer_signature
 from prefect import flow, get_run_logger
 
-from brainxai.config import load_params
 from brainxai.manifest import read_table
 from brainxai.paths import StudyPaths
 from brainxai.splits import check_subset_leakage
@@ -31,7 +30,7 @@ from brainxai.ssl import build_backbone
 from brainxai.ssl.checkpoint import read_backbone
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
-from tasks.env import study_root
+from tasks.env import study_params
 from tasks.ingest import file_sha256
 from tasks.pretrain import framework_params, pretrain_cache, pretrain_framework
 from tasks.tracking import flatten, stage_run
@@ -92,8 +91,7 @@ def pretrain_flow(
             null: every one in params.pretrain.frameworks; [] only builds the image cache.
         log_model: log each backbone to MLflow as a model with its signature.
     """
-    root_path = Path(root) if root else study_root()
-    params = load_params(root_path / "params.yaml", profile=profile)
+    root_path, params = study_params(profile, root)
     paths = StudyPaths.from_params(root_path, params)
     pcfg = params["pretrain"]
     chosen = list(pcfg["frameworks"] if frameworks is None else frameworks)

@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from brainxai.config import load_params
 from brainxai.jsonio import write_json
 from brainxai.manifest import read_table, write_table
 from brainxai.paths import StudyPaths
@@ -36,7 +35,7 @@ from brainxai.splits import check_leakage
 from brainxai.standardize.manifest import session_key
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
-from tasks.env import study_root
+from tasks.env import study_params
 from tasks.pseudolabel import pseudolabel_one
 from tasks.runners import task_runner
 from tasks.tracking import stage_run
@@ -131,8 +130,7 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 
 def run_pseudolabel(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
     """Body of the stage (inside a flow whose task runner comes from params)."""
-    root_path = Path(root) if root else study_root()
-    params = load_params(root_path / "params.yaml", profile=profile)
+    root_path, params = study_params(profile, root)
     paths = StudyPaths.from_params(root_path, params)
     pcfg = params["pseudolabel"]
     conf = PseudolabelConfig.from_dict(pcfg["config"])
@@ -225,8 +223,7 @@ def _pseudolabel(profile: str | None = None, root: str | None = None) -> dict[st
 
 def pseudolabel_flow(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
     """Run the stage as a Prefect flow with the task runner of ``pseudolabel.runner``."""
-    root_path = Path(root) if root else study_root()
-    params = load_params(root_path / "params.yaml", profile=profile)
+    root_path, params = study_params(profile, root)
     runner = task_runner({"runner": params["pseudolabel"]["runner"]})
     return _pseudolabel.with_options(task_runner=runner)(profile=profile, root=str(root_path))
 

@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from brainxai.config import load_params
 from brainxai.finetune.config import BackboneSpec
 from brainxai.jsonio import write_json
 from brainxai.paths import StudyPaths
@@ -34,7 +33,7 @@ from brainxai.registry.config import RegistryConfig
 from brainxai.ssl import build_backbone
 from brainxai.ssl.checkpoint import read_backbone
 from brainxai.xai.checkpoints import resolve_loader
-from tasks.env import study_root
+from tasks.env import study_params
 from tasks.registry import Loaded, common_tags, logged_fold_model, register_family
 from tasks.tracking import git_commit, stage_run
 
@@ -73,8 +72,7 @@ def register_flow(profile: str | None = None, root: str | None = None) -> dict[s
         profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
     """
-    root_path = Path(root) if root else study_root()
-    params = load_params(root_path / "params.yaml", profile=profile)
+    root_path, params = study_params(profile, root)
     paths = StudyPaths.from_params(root_path, params)
     cfg = RegistryConfig.from_dict(params["registry"])
     logger = get_run_logger()

@@ -13,10 +13,9 @@ from typing import Any
 import mlflow
 from prefect import flow, get_run_logger
 
-from brainxai.config import load_params
 from brainxai.report.sources import report_params
 from tasks.caching import run_cached
-from tasks.env import study_root
+from tasks.env import study_params
 from tasks.report import inputs_fingerprint, write_report
 from tasks.tracking import stage_run
 
@@ -32,8 +31,8 @@ def report_flow(
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
         out: output folder of index.html and figures/; empty: params report.out_dir.
     """
-    root_path = Path(root) if root else study_root()
-    params = report_params(load_params(root_path / "params.yaml", profile=profile))
+    root_path, params = study_params(profile, root)
+    params = report_params(params)
     logger = get_run_logger()
     with stage_run("report", params):
         call = {

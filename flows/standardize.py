@@ -20,7 +20,6 @@ import mlflow
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from brainxai.config import load_params
 from brainxai.manifest import read_table, write_table
 from brainxai.paths import StudyPaths
 from brainxai.splits import check_leakage
@@ -28,7 +27,7 @@ from brainxai.standardize import StandardizeConfig, extend_manifest, subject_tab
 from brainxai.standardize.manifest import NEW_COLUMNS
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
-from tasks.env import study_root
+from tasks.env import study_params
 from tasks.runners import task_runner
 from tasks.standardize import standardize_one
 from tasks.tracking import stage_run
@@ -67,8 +66,7 @@ def _qc_row(sess: dict[str, Any], res: dict[str, Any], paths: StudyPaths) -> dic
 
 def run_standardize(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
     """Body of the stage (inside a flow whose task runner comes from params)."""
-    root_path = Path(root) if root else study_root()
-    params = load_params(root_path / "params.yaml", profile=profile)
+    root_path, params = study_params(profile, root)
     paths = StudyPaths.from_params(root_path, params)
     scfg = params["standardize"]
     conf = StandardizeConfig.from_dict(scfg["config"])
@@ -173,8 +171,7 @@ def _standardize(profile: str | None = None, root: str | None = None) -> dict[st
 
 def standardize_flow(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
     """Run the stage as a Prefect flow with the task runner of ``standardize.runner``."""
-    root_path = Path(root) if root else study_root()
-    params = load_params(root_path / "params.yaml", profile=profile)
+    root_path, params = study_params(profile, root)
     runner = task_runner({"runner": params["standardize"]["runner"]})
     return _standardize.with_options(task_runner=runner)(profile=profile, root=str(root_path))
 

@@ -13,11 +13,11 @@ from typing import Any
 import mlflow
 from prefect import flow, get_run_logger
 
-from brainxai.config import load_params, params_digest
+from brainxai.config import params_digest
 from brainxai.paths import StudyPaths
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
-from tasks.env import study_root
+from tasks.env import study_params
 from tasks.synth import finalize, plan_subjects, plant_faults, write_shard
 from tasks.tracking import stage_run
 
@@ -51,8 +51,7 @@ def synth_flow(profile: str | None = None, root: str | None = None) -> dict[str,
         profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
     """
-    root_path = Path(root) if root else study_root()
-    params = load_params(root_path / "params.yaml", profile=profile)
+    root_path, params = study_params(profile, root)
     paths = StudyPaths.from_params(root_path, params)
     cfg, seed = params["synth"], int(params["seed"])
     shard_size = int(params["runner"]["shard_size"])

@@ -37,7 +37,6 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger
 
-from brainxai.config import load_params
 from brainxai.jsonio import write_json
 from brainxai.paths import StudyPaths
 from brainxai.xai.checkpoints import (
@@ -61,7 +60,7 @@ from brainxai.xai.tracking import CORRECTNESS, GLOBAL, dissociation_report, diss
 from brainxai.xai.trajectory_plots import plot_trajectory
 from tasks.artifacts import publish_stage
 from tasks.caching import package_hash, run_cached
-from tasks.env import study_root
+from tasks.env import study_params
 from tasks.explain import explain_task, randomisation_task
 from tasks.runners import task_runner
 from tasks.tracking import stage_run
@@ -252,8 +251,8 @@ def _write(df: pd.DataFrame, path: Path, parquet: bool = False) -> None:
 def run_xai(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
     """Body of the stage (inside a flow whose task runner comes from ``xai.runner``)."""
     t0 = time.perf_counter()
-    root_path = (Path(root) if root else study_root()).resolve()
-    params = load_params(root_path / "params.yaml", profile=profile)
+    root_path, params = study_params(profile, root)
+    root_path = root_path.resolve()
     paths = StudyPaths.from_params(root_path, params)
     xparams = {k: v for k, v in params["xai"].items() if k != "runner"}
     cfg = XaiConfig.from_dict(xparams)
@@ -399,8 +398,7 @@ def _xai(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
 
 def xai_flow(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
     """Run the stage as a Prefect flow with the task runner of ``xai.runner``."""
-    root_path = Path(root) if root else study_root()
-    params = load_params(root_path / "params.yaml", profile=profile)
+    root_path, params = study_params(profile, root)
     runner = task_runner({"runner": params["xai"].get("runner", params["runner"])})
     return _xai.with_options(task_runner=runner)(profile=profile, root=str(root_path))
 

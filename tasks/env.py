@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from brainxai.config import project_root
+from brainxai.config import load_params, project_root
 
 
 def study_root() -> Path:
@@ -20,6 +21,12 @@ def study_root() -> Path:
         return project_root()
     except FileNotFoundError:
         return Path.cwd().resolve()
+
+
+def study_params(profile: str | None, root: str | None) -> tuple[Path, dict[str, Any]]:
+    """A stage flow's study root (``root``, else :func:`study_root`) and its resolved params."""
+    root_path = Path(root) if root else study_root()
+    return root_path, load_params(root_path / "params.yaml", profile=profile)
 
 
 def configure_environment(root: Path | None = None) -> Path:
