@@ -76,13 +76,10 @@ def bench_backends(cohort: Path, subjects: list[str], backends: list[str], conf)
     out: dict[str, Any] = {}
     for spec in backends:
         backend, _, variant = spec.partition(":")  # hdbet:accurate+tta, hdbet:fast ...
-        mode, tta = variant.partition("+")[::2] if variant else (conf.skullstrip.mode, "")
-        sk = dataclasses.replace(
-            conf.skullstrip,
-            backend=backend,
-            mode=mode,
-            tta=(tta == "tta") if variant else conf.skullstrip.tta,
-        )
+        sk = dataclasses.replace(conf.skullstrip, backend=backend)
+        if variant:
+            mode, _, tta = variant.partition("+")
+            sk = dataclasses.replace(sk, mode=mode, tta=tta == "tta")
         rows = []
         for sub in subjects:
             f = _subject_paths(cohort, sub)
@@ -263,7 +260,8 @@ def bench_speed(
     # (workers, ITK threads per worker): the stage's own choice for 1 and 2 workers
     # (threads = cores // workers), and one worker held to one thread, the per-worker
     # baseline that isolates what a second process adds from what threads already give
-    for workers, threads in ((1, cores), (1, 1), (2, max(1, cores // 2))):
+    half = max(1, cores // 2)
+    for workers, threads in ((1, cores), (1, 1), (2, half)):
         tag = f"{workers}w{threads}t"
         with ProcessPoolExecutor(workers) as pool:
             list(pool.map(_one, jobs(2.0, threads, f"warm{tag}")[:workers]))  # warm
@@ -274,10 +272,17 @@ def bench_speed(
         res[f"wall_{tag}_s"] = wall
         print(f"  {workers} worker(s) x {threads} thread(s): {wall:.1f} s for "
               f"{len(subjects)} subjects", flush=True)  # fmt: skip
-    two = res[f"throughput_2w{max(1, cores // 2)}t_subjects_per_min"]
+    two = res[f"throughput_2w{half}t_subjects_per_min"]
     res["scaling_2w_over_1w"] = two / res[f"throughput_1w{cores}t_subjects_per_min"]
     res["scaling_2w_over_1w1t"] = two / res["throughput_1w1t_subjects_per_min"]
     return res
+
+
+def _without_rows(v: Any) -> Any:
+    """``v`` with every nested ``rows`` list left out (the printed summary)."""
+    if not isinstance(v, dict):
+        return v
+    return {k: _without_rows(x) for k, x in v.items() if k != "rows"}
 
 
 def main() -> None:
@@ -357,16 +362,7 @@ def main() -> None:
             tuple(args.speed_spacings),
             scaling=not args.skip_scaling,
         )
-    brief = {
-        k: ({kk: vv for kk, vv in v.items() if kk != "rows"} if isinstance(v, dict) else v)
-        for k, v in result.items()
-    }
-    brief["backends"] = {
-        k: {kk: vv for kk, vv in b.items() if kk != "rows"}
-        for k, b in result.get("backends", {}).items()
-    }
-    brief["n4"] = {k: v for k, v in result.get("n4", {}).items() if k != "rows"}
-    print(json.dumps(brief, indent=1, default=float))
+    print(json.dumps(_without_rows(result), indent=1, default=float))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1, default=float) + "\n")
