@@ -210,11 +210,14 @@ def _embed_calls(
     for init, path in backbones.items():
         for s in cfg.seeds if init == "random" else [0]:
             key = f"{init}-{sha[init][:12]}-s{s}-{cache['fingerprint']}"
+            if cfg.probe.bn_recalibration_images:
+                key += f"-bn{cfg.probe.bn_recalibration_images}"
             calls.append({
                 "init": init, "backbone_path": path, "backbone_sha256": sha[init],
                 "backbone_seed": int(s), "backbone": to_dict(spec),
                 "cache_dir": cache["cache_dir"], "cache_fingerprint": cache["fingerprint"],
                 "batch_size": cfg.probe.embed_batch_size, "device": cfg.tune.device,
+                "bn_recalibration_images": cfg.probe.bn_recalibration_images,
                 "out_path": str(out_dir / f"{key}.npy"),
             })  # fmt: skip
     return calls

@@ -89,8 +89,11 @@ def finetune_embed(
     batch_size: int,
     device: str,
     out_path: str,
+    bn_recalibration_images: int = 0,
 ) -> dict[str, Any]:
-    """Frozen-backbone features of every cached image, once per backbone (``.npy``)."""
+    """Frozen-backbone features of every cached image, once per backbone (``.npy``);
+    BatchNorm statistics first re-estimated on training-split images when
+    ``bn_recalibration_images > 0`` (no labels are used)."""
     spec = from_mapping(BackboneSpec, backbone)
     model = build_classifier(
         spec.arch, len(CLASS_NAMES), spec.input_mean, spec.input_std,
@@ -98,9 +101,12 @@ def finetune_embed(
     )  # fmt: skip
     cache = Cache.open(cache_dir)
     t0 = time.perf_counter()
+    train_rows = cache.index.loc[cache.index["ok"] & (cache.index["split"] == "train"), "row"]
     feats = embed_images(
-        model.backbone, cache.images, spec.image_size, batch_size, pick_device(device)
-    )
+        model.backbone, cache.images, spec.image_size, batch_size, pick_device(device),
+        bn_images=cache.images[np.sort(train_rows.to_numpy())] if bn_recalibration_images else None,
+        bn_max_images=bn_recalibration_images, seed=backbone_seed,
+    )  # fmt: skip
     seconds = time.perf_counter() - t0
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)

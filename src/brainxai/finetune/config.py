@@ -40,6 +40,11 @@ class ProbeConfig:
     checkpoint_epochs: tuple[int, ...] = (1, 5, 10, 15, 20, 25, 30)
     #: Images per backbone forward pass when embedding.
     embed_batch_size: int = 128
+    #: Re-estimate the frozen backbone's BatchNorm statistics on (at most this many)
+    #: training-split images before embedding (precise BN, :mod:`brainxai.ssl.batchnorm`),
+    #: so every init - a random one above all - is embedded with statistics of the data
+    #: it sees; 0 = keep the backbone's own statistics.
+    bn_recalibration_images: int = 0
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,10 @@ class TuneConfig:
     tracked_fractions: tuple[float, ...] = ()
     tracked_seeds: tuple[int, ...] = ()
     eval_batch_size: int = 128
+    #: Before every evaluation, re-estimate the BatchNorm statistics on (at most this
+    #: many) training images, centre view (precise BN, :mod:`brainxai.ssl.batchnorm`);
+    #: checkpoints hold the re-estimated statistics. 0 = the running statistics of training.
+    bn_recalibration_images: int = 0
     label_smoothing: float = 0.0
     device: str = "auto"
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -14,6 +14,7 @@ so the saved :class:`~brainxai.finetune.model.Classifier` is ``head(backbone(x))
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,13 +25,30 @@ from torch import Tensor, nn
 
 from brainxai.finetune.config import ProbeConfig
 from brainxai.finetune.evaluate import forward_batches, macro_f1
+from brainxai.ssl.batchnorm import recalibrate_batchnorm
 
 
 def embed_images(
-    backbone: nn.Module, images: np.ndarray, size: int, batch_size: int, device: torch.device
+    backbone: nn.Module,
+    images: np.ndarray,
+    size: int,
+    batch_size: int,
+    device: torch.device,
+    bn_images: np.ndarray | None = None,
+    bn_max_images: int = 0,
+    seed: int = 0,
 ) -> np.ndarray:
-    """Raw pooled features ``(N, D)`` float32 of the frozen backbone (eval mode)."""
-    return forward_batches(backbone.to(device), images, size, batch_size, device).numpy()
+    """Raw pooled features ``(N, D)`` float32 of the frozen backbone (eval mode).
+
+    With ``bn_images`` (training-split images), the BatchNorm statistics are first
+    re-estimated on at most ``bn_max_images`` of them (precise BN); the backbone passed
+    in is left untouched (a copy is recalibrated).
+    """
+    backbone = backbone.to(device)
+    if bn_images is not None and len(bn_images):
+        backbone = copy.deepcopy(backbone)
+        recalibrate_batchnorm(backbone, bn_images, size, batch_size, device, bn_max_images, seed)
+    return forward_batches(backbone, images, size, batch_size, device).numpy()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@
   seeded by (seed, step)); evaluation uses the centre view.
 * **Early stopping** on the validation macro-F1: training stops after ``patience`` epochs
   without improvement; the best epoch is the selected model.
+* **BatchNorm**: with ``bn_recalibration_images > 0`` the BN statistics are re-estimated
+  on training images (centre view) before every validation pass (precise BN,
+  :func:`brainxai.ssl.batchnorm.recalibrate_batchnorm`), so a short run is not judged
+  with running statistics still near their initial values; training itself is unchanged.
 
 On CPU the run is a pure function of its inputs and seed (same weights, same numbers).
 bf16 autocast and channels_last are used on CUDA.
@@ -27,6 +31,7 @@ from brainxai.finetune.config import TuneConfig
 from brainxai.finetune.evaluate import forward_batches, macro_f1
 from brainxai.finetune.model import Classifier
 from brainxai.ssl.augment import MRIAugment
+from brainxai.ssl.batchnorm import recalibrate_batchnorm
 from brainxai.ssl.optim import lr_at
 
 
@@ -119,6 +124,11 @@ def finetune(
             loss_sum += float(loss.detach()) * len(pos)
             seen += len(pos)
             step += 1
+        if cfg.bn_recalibration_images:
+            recalibrate_batchnorm(
+                model, train_images, image_size, cfg.eval_batch_size, device,
+                cfg.bn_recalibration_images, seed,
+            )  # fmt: skip
         val_logits = forward_batches(model, val_images, image_size, cfg.eval_batch_size, device)
         val_f1 = macro_f1(np.asarray(val_labels), val_logits.argmax(dim=1).numpy())
         metrics = {"train_loss": loss_sum / seen, "val_macro_f1": val_f1}

@@ -4,6 +4,13 @@ The first convolution takes one channel; with ImageNet weights its kernel is the
 RGB kernels, which equals feeding the grey image replicated to three channels (at a third
 of the cost). The classifier ``fc`` is dropped: the backbone returns the pooled features
 (512 for ResNet-18, 2048 for ResNet-50). Weights come from a local file only (no download).
+
+``arch`` may carry a base width, ``"resnet18-w32"``: the same blocks and strides with
+stage widths ``(w, 2w, 4w, 8w)`` instead of ``(64, 128, 256, 512)`` (He et al. 2016,
+Table 1, scaled); the module names (``net.layer1`` ... ``net.layer4``) stay those of
+torchvision's ResNet, so CAM target layers and checkpoints keep their names. Width 32 is
+~4x cheaper per step than 64 on a CPU (``shared/MEASURED.md``); ImageNet weights exist
+only for the standard width.
 """
 
 from __future__ import annotations
@@ -16,6 +23,47 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 ARCHS: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+#: torchvision's base width (channels of ``layer1``'s blocks).
+BASE_WIDTH = 64
+
+
+def parse_arch(arch: str) -> tuple[str, int]:
+    """``"resnet18-w32"`` -> ``("resnet18", 32)``; a plain name has the base width 64."""
+    name, sep, width = arch.partition("-w")
+    if name not in ARCHS or (sep and not width.isdigit()) or (sep and int(width) < 4):
+        raise ValueError(
+            f"unknown arch {arch!r}; known: {sorted(ARCHS)}, optionally with a base width "
+            "'-w<int >= 4>' (e.g. 'resnet18-w32')"
+        )
+    return name, int(width) if sep else BASE_WIDTH
+
+
+def feature_dim(arch: str) -> int:
+    """Pooled feature size: ``ARCHS[name] * width / 64``."""
+    name, width = parse_arch(arch)
+    return ARCHS[name] * width // BASE_WIDTH
+
+
+def _resnet(name: str, width: int) -> torchvision.models.ResNet:
+    """torchvision's ResNet ``name`` with one input channel and base ``width``."""
+    net = getattr(torchvision.models, name)(weights=None)
+    if width != BASE_WIDTH:
+        block = type(net.layer1[0])
+        depths = [len(getattr(net, f"layer{i}")) for i in range(1, 5)]
+        net.inplanes = width
+        net.bn1 = nn.BatchNorm2d(width)
+        for i, depth in enumerate(depths):
+            layer = net._make_layer(block, width * 2**i, depth, stride=1 if i == 0 else 2)
+            setattr(net, f"layer{i + 1}", layer)
+        for m in net.modules():  # torchvision's own initialisation of the new modules
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+    net.conv1 = nn.Conv2d(1, width, kernel_size=7, stride=2, padding=3, bias=False)
+    net.fc = nn.Identity()
+    return net
 
 
 class Backbone(nn.Module):
@@ -23,14 +71,11 @@ class Backbone(nn.Module):
 
     def __init__(self, arch: str, mean: float, std: float) -> None:
         super().__init__()
-        if arch not in ARCHS:
-            raise ValueError(f"unknown arch {arch!r}; known: {sorted(ARCHS)}")
-        net = getattr(torchvision.models, arch)(weights=None)
-        net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        net.fc = nn.Identity()
-        self.net = net
+        name, width = parse_arch(arch)
+        self.net = _resnet(name, width)
         self.arch = arch
-        self.feature_dim = ARCHS[arch]
+        self.width = width
+        self.feature_dim = feature_dim(arch)
         self.register_buffer("mean", torch.tensor(float(mean)), persistent=False)
         self.register_buffer("std", torch.tensor(float(std)), persistent=False)
 
@@ -65,6 +110,8 @@ def build_backbone(
     """ResNet backbone; ImageNet-initialised when ``weights_path`` names a local file."""
     bb = Backbone(arch, mean, std)
     if weights_path:
+        if bb.width != BASE_WIDTH:
+            raise ValueError(f"ImageNet weights need the standard width, not {arch!r}")
         if not Path(weights_path).is_file():
             raise FileNotFoundError(f"weights file {weights_path} not found (no download)")
         load_imagenet(bb, weights_path)
