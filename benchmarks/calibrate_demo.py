@@ -53,6 +53,12 @@ def make_cohort2d(root: Path, cfg: synth.SynthConfig, seed: int, workers: int) -
     synth.finalize_kaggle2d(meta, rows)
 
 
+def test_f1(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, size: int) -> float:
+    """Macro-F1 of ``model`` (eval mode, centre views) on ``images``."""
+    logits = forward_batches(model, images, size, 256, torch.device("cpu"))
+    return macro_f1(labels, logits.argmax(1).numpy())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-group", type=int, default=34)
@@ -111,13 +117,9 @@ def main() -> None:
                 hist = finetune(model, x["train"], y["train"], x["val"], y["val"], tc, size, 0)
                 secs = time.perf_counter() - t1
 
-                def f1(m: torch.nn.Module) -> float:
-                    logits = forward_batches(m, x["test"], size, 256, cpu)
-                    return macro_f1(y["test"], logits.argmax(1).numpy())
-
-                raw = f1(model)
+                raw = test_f1(model, x["test"], y["test"], size)
                 recalibrate_batchnorm(model, x["train"], size, 256, cpu, args.bn_images, 0)
-                precise = f1(model)
+                precise = test_f1(model, x["test"], y["test"], size)
                 steps = args.epochs * -(-len(x["train"]) // args.batch)
                 print(f"{arch:<14} {size:4d}px grid l3 {size // 16}x{size // 16} "
                       f"l4 {size // 32}x{size // 32} | {steps} steps {secs:6.0f} s | "
