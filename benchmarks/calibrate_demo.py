@@ -19,11 +19,11 @@ import dataclasses
 import shutil
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
+from calibrate_difficulty import make_cohort2d  # this folder is on sys.path for a script
 
 from brainxai import synth
 from brainxai.config import load_params
@@ -38,19 +38,6 @@ from brainxai.ssl.batchnorm import recalibrate_batchnorm
 from brainxai.ssl.cache import Cache, build_cache
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _write2d(args: tuple) -> list[dict]:
-    spec, out, meta, cfg = args
-    return synth.write_subject2d(spec, out, meta, cfg)
-
-
-def make_cohort2d(root: Path, cfg: synth.SynthConfig, seed: int, workers: int) -> None:
-    c2, meta = root / "kaggle2d", root / "kaggle2d_meta"
-    specs = synth.plan_kaggle2d(cfg, seed)
-    with ProcessPoolExecutor(workers) as pool:
-        rows = [r for rs in pool.map(_write2d, [(s, c2, meta, cfg) for s in specs]) for r in rs]
-    synth.finalize_kaggle2d(meta, rows)
 
 
 def test_f1(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, size: int) -> float:
@@ -78,6 +65,7 @@ def main() -> None:
         n_subjects_2d_per_group=args.per_group,
         slices_per_subject=args.slices,
     )
+    # the 2D layout needs no DICOM salt (a salt in params is refused by newer ingest code)
     icfg = IngestConfig.from_dict(
         {k: v for k, v in params["ingest"]["config"].items() if k != "dicom_salt"}
     )

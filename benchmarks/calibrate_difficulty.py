@@ -37,14 +37,22 @@ def _write2d(args: tuple) -> list[dict]:
     return synth.write_subject2d(spec, out, meta, cfg)
 
 
+def make_cohort2d(root: Path, cfg: synth.SynthConfig, seed: int, workers: int) -> None:
+    """The Kaggle-layout 2D set under ``root/kaggle2d`` (+ ``kaggle2d_meta``)."""
+    c2, meta = root / "kaggle2d", root / "kaggle2d_meta"
+    s2 = synth.plan_kaggle2d(cfg, seed)
+    with ProcessPoolExecutor(workers) as pool:
+        rows = [r for rs in pool.map(_write2d, [(s, c2, meta, cfg) for s in s2]) for r in rs]
+    synth.finalize_kaggle2d(meta, rows)
+
+
 def make_cohort(root: Path, cfg: synth.SynthConfig, seed: int, workers: int) -> None:
-    c3, c2, meta = root / "cohort3d", root / "kaggle2d", root / "kaggle2d_meta"
-    s3, s2 = synth.plan_cohort3d(cfg, seed), synth.plan_kaggle2d(cfg, seed)
+    c3 = root / "cohort3d"
+    s3 = synth.plan_cohort3d(cfg, seed)
     with ProcessPoolExecutor(workers) as pool:
         sums = list(pool.map(_write3d, [(s, c3, cfg) for s in s3]))
-        rows = [r for rs in pool.map(_write2d, [(s, c2, meta, cfg) for s in s2]) for r in rs]
     synth.finalize_cohort3d(c3, s3, sums, cfg, seed)
-    synth.finalize_kaggle2d(meta, rows)
+    make_cohort2d(root, cfg, seed, workers)
 
 
 def main() -> None:

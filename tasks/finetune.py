@@ -104,7 +104,7 @@ def finetune_embed(
     train_rows = cache.index.loc[cache.index["ok"] & (cache.index["split"] == "train"), "row"]
     feats = embed_images(
         model.backbone, cache.images, spec.image_size, batch_size, pick_device(device),
-        bn_images=cache.images[np.sort(train_rows.to_numpy())] if bn_recalibration_images else None,
+        bn_rows=train_rows.to_numpy() if bn_recalibration_images else None,
         bn_max_images=bn_recalibration_images, seed=backbone_seed,
     )  # fmt: skip
     seconds = time.perf_counter() - t0

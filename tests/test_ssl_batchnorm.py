@@ -69,6 +69,17 @@ def test_subset_is_seeded_and_bounded() -> None:
     assert recalibrate_batchnorm(nn.Sequential(nn.ReLU()), images, 12, 4, CPU) == 0
 
 
+def test_rows_equal_the_selected_images() -> None:
+    """``rows`` reads those rows only: the same statistics as passing ``images[rows]``."""
+    images = _images(20, seed=2)
+    rows = np.array([17, 3, 9, 11, 0, 5])
+    a, b = nn.BatchNorm2d(1), nn.BatchNorm2d(1)
+    assert recalibrate_batchnorm(nn.Sequential(a), images, 12, 3, CPU, rows=rows) == 6
+    recalibrate_batchnorm(nn.Sequential(b), images[np.sort(rows)], 12, 3, CPU)
+    assert torch.allclose(a.running_mean, b.running_mean)
+    assert torch.allclose(a.running_var, b.running_var)
+
+
 def test_narrow_resnet_widths_and_names() -> None:
     assert parse_arch("resnet18") == ("resnet18", 64)
     assert parse_arch("resnet50-w16") == ("resnet50", 16)

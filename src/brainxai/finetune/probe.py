@@ -34,20 +34,22 @@ def embed_images(
     size: int,
     batch_size: int,
     device: torch.device,
-    bn_images: np.ndarray | None = None,
+    bn_rows: np.ndarray | None = None,
     bn_max_images: int = 0,
     seed: int = 0,
 ) -> np.ndarray:
     """Raw pooled features ``(N, D)`` float32 of the frozen backbone (eval mode).
 
-    With ``bn_images`` (training-split images), the BatchNorm statistics are first
-    re-estimated on at most ``bn_max_images`` of them (precise BN); the backbone passed
-    in is left untouched (a copy is recalibrated).
+    With ``bn_rows`` (the training-split rows of ``images``), the BatchNorm statistics are
+    first re-estimated on at most ``bn_max_images`` of them (precise BN); the backbone
+    passed in is left untouched (a copy is recalibrated).
     """
     backbone = backbone.to(device)
-    if bn_images is not None and len(bn_images):
+    if bn_rows is not None and len(bn_rows):
         backbone = copy.deepcopy(backbone)
-        recalibrate_batchnorm(backbone, bn_images, size, batch_size, device, bn_max_images, seed)
+        recalibrate_batchnorm(
+            backbone, images, size, batch_size, device, bn_max_images, seed, rows=bn_rows
+        )
     return forward_batches(backbone, images, size, batch_size, device).numpy()
 
 

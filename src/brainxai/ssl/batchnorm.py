@@ -37,21 +37,24 @@ def recalibrate_batchnorm(
     device: torch.device,
     max_images: int = 0,
     seed: int = 0,
+    rows: np.ndarray | None = None,
 ) -> int:
     """Recompute the BN statistics of ``module`` on uint8 ``images`` (N, H, W).
 
-    Uses at most ``max_images`` of them (a seeded subset; 0 = all), in batches of
+    ``rows`` restricts them to those rows (e.g. the training split of a memmapped cache,
+    read batch by batch, never copied whole). Uses at most ``max_images`` of them (a
+    seeded subset; 0 = all), in batches of
     ``batch_size`` of near-equal size (so the cumulative average equals the mean over
     batches). Weights are untouched; the module's mode and each layer's momentum are
     restored. Returns the number of images used (0 when the module has no BN layer).
     """
     layers = batchnorm_layers(module)
-    n = len(images)
-    if not layers or n == 0:
+    idx = np.arange(len(images)) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
+    if not layers or len(idx) == 0:
         return 0
-    idx = np.arange(n)
-    if max_images and n > max_images:
-        idx = np.sort(np.random.default_rng(seed).choice(n, size=max_images, replace=False))
+    if max_images and len(idx) > max_images:
+        pick = np.random.default_rng(seed).choice(len(idx), size=max_images, replace=False)
+        idx = idx[np.sort(pick)]
     # near-equal batches, none of a single image (BN needs two values per channel)
     batches = np.array_split(idx, max(1, -(-len(idx) // batch_size)))
     batches = [b for b in batches if len(b) >= 2] or [idx]
