@@ -115,5 +115,6 @@ def test_rerun_with_nothing_changed_recomputes_nothing(study):
     # Unchanged mtimes above are the proof that no task recomputed; the timing only
     # guards against a cache that hits but is slow. A warm run still pays ~3-4 s of
     # fixed Prefect/MLflow overhead against a ~14 s cold run on this tiny study, so
-    # the bound leaves room for a loaded CI machine (CI measured 4.1 s vs 14.2 s).
-    assert study["warm"] < 0.5 * study["cold"], (study["warm"], study["cold"])
+    # the bound leaves room for a loaded CI machine (CI measured 4.1 s vs 14.2 s, and
+    # 4.07 s vs 8.08 s on a faster run: the fixed overhead does not shrink with the cold run).
+    assert study["warm"] < 0.75 * study["cold"], (study["warm"], study["cold"])
