@@ -11,6 +11,9 @@ from typing import Any
 import mlflow
 from prefect import flow, get_run_logger
 
+from brainxai.ingest import IngestConfig
+from brainxai.ingest.dicom import dicom_salt, salt_id
+from brainxai.ingest.sources import SourceError, check_sources, dvc_uncovered
 from brainxai.paths import StudyPaths
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
@@ -32,6 +35,17 @@ def ingest_flow(profile: str | None = None, root: str | None = None) -> dict[str
     icfg = params["ingest"]
     out_dir = paths.interim / "ingest"
     logger = get_run_logger()
+    check_sources(icfg["sources"], root_path)  # before any work: layouts, roots, names
+    dvc_yaml = root_path / "dvc.yaml"
+    uncovered = dvc_uncovered(icfg["sources"], dvc_yaml) if dvc_yaml.is_file() else []
+    if uncovered:
+        raise SourceError(
+            f"add these source paths to the ingest stage deps of {dvc_yaml}: "
+            f"{uncovered} (else DVC does not re-run ingestion when they change)"
+        )
+    conf = IngestConfig.from_dict(icfg["config"])
+    has_dicom = any(src["layout"] == "dicom" for src in icfg["sources"])
+    sid = salt_id(dicom_salt(conf, root_path)) if has_dicom else ""  # refuses without a salt
     with stage_run("ingest", {"ingest": icfg, "split": params["split"]}):
         calls = []
         for src in icfg["sources"]:
@@ -49,6 +63,7 @@ def ingest_flow(profile: str | None = None, root: str | None = None) -> dict[str
                     "fingerprint": tree_fingerprint(src_root, sidecar, labels_csv),
                     "sidecar": str(sidecar) if sidecar else None,
                     "labels_csv": str(labels_csv) if labels_csv else None,
+                    "salt_id": sid if src["layout"] == "dicom" else "",
                 }
             )
         sources = run_cached(ingest_source, lambda r: r["files"], calls)

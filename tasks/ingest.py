@@ -41,7 +41,11 @@ def tree_fingerprint(*roots: str | Path | None) -> str:
             dirnames.sort()
             for name in sorted(filenames):
                 f = Path(dirpath) / name
-                st = f.stat()
+                try:
+                    st = f.stat()
+                except OSError:  # a symlink loop or dangling link: ingestion quarantines it
+                    h.update(f"{f.relative_to(root).as_posix()}|broken-link\n".encode())
+                    continue
                 h.update(
                     f"{f.relative_to(root).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode()
                 )
@@ -72,10 +76,13 @@ def ingest_source(
     fingerprint: str,
     sidecar: str | None = None,
     labels_csv: str | None = None,
+    salt_id: str = "",
 ) -> dict[str, Any]:
     """Ingest one source; write its manifest + quarantine parquet; return paths and counts.
 
-    ``fingerprint`` (see :func:`tree_fingerprint`) is only there for the cache key.
+    ``fingerprint`` (see :func:`tree_fingerprint`) and ``salt_id`` (a one-way id of the
+    DICOM salt, :func:`brainxai.ingest.dicom.salt_id`) are only there for the cache key;
+    the salt itself is read here, inside the task, never passed in.
     """
     conf = ing.IngestConfig.from_dict(cfg)
     work = Path(out_dir) / f"{name}_nifti"

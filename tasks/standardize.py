@@ -38,6 +38,16 @@ def transient_io(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
+def _quarantined(subject: str, reason: str, detail: str) -> dict[str, Any]:
+    return {
+        "subject": subject,
+        "status": "quarantined",
+        "reason": reason,
+        "detail": detail,
+        "files": [],
+    }
+
+
 @task(
     name="standardize-subject",
     cache_policy=code_policy(*STANDARDIZE_CODE),
@@ -68,13 +78,11 @@ def standardize_one(
     try:
         res = standardize_subject(images, Path(out_dir), conf, lesion_mask=lesion_mask)
     except BadInput as exc:
-        return {
-            "subject": subject,
-            "status": "quarantined",
-            "reason": exc.reason,
-            "detail": exc.detail,
-            "files": [],
-        }
+        return _quarantined(subject, exc.reason, exc.detail)
+    except OSError:
+        raise  # transient I/O: retried (``transient_io``)
+    except Exception as exc:  # one subject's unexpected error must not abort the others
+        return _quarantined(subject, "processing_error", f"{type(exc).__name__}: {exc}")
     files = [*res["files"].values(), *res["xfm_fwd"], *res["xfm_inv"]]
     outputs = res.pop("files")
     return {

@@ -22,7 +22,7 @@ from brainxai.ingest.datacard import data_card
 from brainxai.ingest.dicom import sequence_from_text
 
 SALT = "test-salt"
-CFG = IngestConfig(min_dim_3d=4, dicom_salt=SALT)
+CFG = IngestConfig(min_dim_3d=4)
 PHI = {"PatientName": "Doe^Jane", "PatientID": "PID-777123", "PatientBirthDate": "19600101"}
 PHI2 = {"PatientName": "Roe^Richard", "PatientID": "PID-555999", "PatientBirthDate": "19711231"}
 
@@ -62,6 +62,12 @@ def write_series(
         ds.save_as(p, enforce_file_format=True)
         paths.append(p)
     return paths
+
+
+@pytest.fixture(autouse=True)
+def salt_env(monkeypatch):
+    """The salt comes from the environment (never from a config)."""
+    monkeypatch.setenv("BRAINXAI_DICOM_SALT", SALT)
 
 
 @pytest.fixture
@@ -114,28 +120,33 @@ def test_dicom_series(dicom_tree, tmp_path, caplog):
             assert secret not in text
 
 
-def test_dicom_salt_changes_subject_and_is_required(dicom_tree, tmp_path):
+def test_dicom_salt_changes_subject_and_is_required(dicom_tree, tmp_path, monkeypatch):
     root, labels = dicom_tree
+    monkeypatch.setenv("BRAINXAI_DICOM_SALT", "other")
     other = ingest(
-        root,
-        "dicom",
-        IngestConfig(min_dim_3d=4, dicom_salt="other"),
-        base_dir=tmp_path,
-        work_dir=tmp_path / "w2",
-        labels_csv=labels,
+        root, "dicom", CFG, base_dir=tmp_path, work_dir=tmp_path / "w2", labels_csv=labels
     )
+    monkeypatch.setenv("BRAINXAI_DICOM_SALT", SALT)
     assert other.manifest["subject"].iloc[0].startswith("dcm-")
     first = ingest(
         root, "dicom", CFG, base_dir=tmp_path, work_dir=tmp_path / "w1", labels_csv=labels
     )
     assert other.manifest["subject"].iloc[0] != first.manifest["subject"].iloc[0]
+    monkeypatch.delenv("BRAINXAI_DICOM_SALT")
     with pytest.raises(ValueError, match="salt"):
-        ingest(root, "dicom", IngestConfig(min_dim_3d=4), tmp_path, work_dir=tmp_path / "w3")
+        ingest(root, "dicom", CFG, tmp_path, work_dir=tmp_path / "w3")
+    # ... or from the salt file under the study root (outside git), never from params
+    (tmp_path / ".brainxai").mkdir()
+    (tmp_path / ".brainxai" / "dicom_salt").write_text(SALT + "\n")
+    from_file = ingest(root, "dicom", CFG, tmp_path, work_dir=tmp_path / "w4", labels_csv=labels)
+    assert from_file.manifest["subject"].iloc[0] == first.manifest["subject"].iloc[0]
+    with pytest.raises(ValueError, match="BRAINXAI_DICOM_SALT"):
+        IngestConfig.from_dict({"dicom_salt": SALT})
 
 
 def test_dicom_without_labels_keeps_unlabelled_when_allowed(dicom_tree, tmp_path):
     root, _ = dicom_tree
-    cfg = IngestConfig(min_dim_3d=4, dicom_salt=SALT, require_label=False)
+    cfg = IngestConfig(min_dim_3d=4, require_label=False)
     res = ingest(root, "dicom", cfg, base_dir=tmp_path, work_dir=tmp_path / "w")
     assert (res.found, len(res.manifest)) == (4, 2), res.quarantine
     assert sorted(res.manifest["sequence"]) == ["FLAIR", "T1C+"]

@@ -80,8 +80,11 @@ def discover(root: Path, cfg: IngestConfig, sidecar: Path | None = None) -> Disc
     labels = read_participants(participants, cfg.bids_label_column)
     allowed = set(cfg.allowed_labels or DIAGNOSES_3D)
     masks = find_masks(root / cfg.bids_mask_dir)
-    files, ignored = walk(root, EXT_NIFTI, skip_dirs=SKIP_DIRS, consumed=[participants])
-    disc = Discovery(ignored=ignored)
+    disc = Discovery()
+    files, disc.ignored = walk(
+        root, EXT_NIFTI, skip_dirs=SKIP_DIRS, consumed=[participants], rejects=disc.rejects,
+        follow_outside=cfg.follow_symlinks_outside_root,
+    )  # fmt: skip
     for f in files:
         parts = f.relative_to(root).parts
         info = parse_name(f.name)

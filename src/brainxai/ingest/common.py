@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
@@ -32,6 +33,11 @@ REASONS: dict[str, str] = {
     "duplicate": "byte-identical copy of a kept file with the same label",
     "conflicting_labels": "byte-identical copies carry different labels (all removed)",
     "source_leakage": "duplicate/subject of a file in a more held-out source split",
+    "bad_affine": "voxel-to-world affine not finite, singular or inconsistent with the voxel size",
+    "too_large": "declared image size (header shape x dtype) exceeds the configured cap",
+    "symlink_loop": "symbolic link that resolves to itself (loop); not followed",
+    "dangling_symlink": "symbolic link whose target does not exist",
+    "symlink_outside_root": "symbolic link to a file outside the source root (not followed)",
 }
 
 T = TypeVar("T")
@@ -96,21 +102,42 @@ def has_ext(name: str, exts: Sequence[str]) -> bool:
     return any(low.endswith(e) for e in exts)
 
 
+def _link_problem(p: Path, real_root: str, follow_outside: bool) -> tuple[str, str] | None:
+    """Why a symbolic link ``p`` must not be read, or None when it may be."""
+    try:
+        target = os.path.realpath(p, strict=True)
+    except OSError as exc:  # ELOOP (loop) or ENOENT (dangling)
+        if getattr(exc, "errno", None) == errno.ELOOP:  # not the message: paths hold words
+            return "symlink_loop", "link loop"
+        return "dangling_symlink", "target does not exist"
+    except RuntimeError:  # older Pythons report loops this way
+        return "symlink_loop", "link loop"
+    if not follow_outside and os.path.commonpath([real_root, target]) != real_root:
+        return "symlink_outside_root", "target outside the source root"
+    return None
+
+
 def walk(
     root: Path,
     exts: Sequence[str],
     skip_dirs: Iterable[str] = (),
     consumed: Iterable[Path] = (),
+    rejects: list[Reject] | None = None,
+    follow_outside: bool = False,
 ) -> tuple[list[Path], int]:
     """Image files under ``root`` (sorted) and the number of ignored files.
 
     Hidden directories and ``skip_dirs`` (posix paths relative to root) are not
     entered and count for nothing. Hidden files (``.DS_Store``, AppleDouble ``._x``)
     and files without an image ending count as ignored; ``consumed`` files
-    (sidecars, masks) count as neither.
+    (sidecars, masks) count as neither. Symbolic links with an image ending that
+    loop, dangle or (unless ``follow_outside``) point outside ``root`` are appended
+    to ``rejects`` (they count as found); without ``rejects`` they are ignored.
+    Symlinked directories are never entered (each counts as one ignored entry).
     """
     skip = {s.strip("/") for s in skip_dirs}
     used = {os.path.normcase(os.path.abspath(p)) for p in consumed}
+    real_root = os.path.realpath(root)
     images: list[Path] = []
     ignored = 0
     for dirpath, dirnames, filenames in os.walk(root):
@@ -118,14 +145,27 @@ def walk(
         keep = []
         for d in sorted(dirnames):
             rel = d if rel_dir == "." else f"{rel_dir}/{d}"
-            if not d.startswith(".") and rel not in skip:
+            if (Path(dirpath) / d).is_symlink():
+                ignored += 1
+            elif not d.startswith(".") and rel not in skip:
                 keep.append(d)
         dirnames[:] = keep
         for name in sorted(filenames):
             p = Path(dirpath) / name
             if os.path.normcase(os.path.abspath(p)) in used:
                 continue
-            if name.startswith(".") or not has_ext(name, exts) or not p.is_file():
+            if name.startswith(".") or not has_ext(name, exts):
+                ignored += 1
+                continue
+            if p.is_symlink():
+                problem = _link_problem(p, real_root, follow_outside)
+                if problem is not None:
+                    if rejects is None:
+                        ignored += 1
+                    else:
+                        rejects.append(Reject(p, *problem))
+                    continue
+            if not p.is_file():
                 ignored += 1
             else:
                 images.append(p)

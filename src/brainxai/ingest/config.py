@@ -40,14 +40,22 @@ class IngestConfig:
     kermany_subject_regex: str = r"^(?P<subject>[A-Za-z]+-\d+)-\d+$"
     bids_label_column: str = "diagnosis"
     bids_mask_dir: str = "derivatives/truth"
-    #: Secret salt for hashing DICOM PatientID / UIDs; required for the dicom layout.
-    dicom_salt: str = ""
+    #: File holding the secret salt for hashing DICOM PatientID / UIDs (relative to the
+    #: study root, outside git); ``$BRAINXAI_DICOM_SALT`` wins. The salt itself never
+    #: lives in a config (it would be logged): see :func:`brainxai.ingest.dicom.dicom_salt`.
+    dicom_salt_file: str = ".brainxai/dicom_salt"
     dicom_id_column: str = "PatientID"
     dicom_label_column: str = "diagnosis"
     leakage_policy: Literal["error", "quarantine"] = "error"
     workers: int = 1
     pool: Literal["thread", "process"] = "thread"
     modality: str = "MR"
+    #: Declared-size caps, checked on the header before any pixel data is read:
+    #: 3D ``prod(shape) * dtype itemsize`` in bytes, 2D ``width * height`` in pixels.
+    max_bytes_3d: int = 268_435_456
+    max_pixels_2d: int = 25_000_000
+    #: Read symbolic links whose target lies outside the source root (default: quarantine).
+    follow_symlinks_outside_root: bool = False
 
     def __post_init__(self) -> None:
         if self.layout is not None and self.layout not in LAYOUTS:
@@ -62,12 +70,21 @@ class IngestConfig:
             raise ValueError("pool must be 'thread' or 'process'")
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
+        if self.max_bytes_3d < 1 or self.max_pixels_2d < 1:
+            raise ValueError("max_bytes_3d and max_pixels_2d must be >= 1")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> IngestConfig:
         """Build from a (YAML) mapping (:func:`brainxai.config.config_from_mapping`);
         label lists are read as strings."""
         d = dict(d or {})
+        if "dicom_salt" in d:
+            raise ValueError(
+                "ingest.config.dicom_salt is not read from params (params are logged, so the "
+                "pseudonyms would be reversible): set $BRAINXAI_DICOM_SALT or write the salt "
+                "to the file named by ingest.config.dicom_salt_file (default "
+                ".brainxai/dicom_salt, git-ignored)"
+            )
         for key in ("allowed_labels", "kermany_classes"):
             if d.get(key) is not None:
                 d[key] = [str(x) for x in d[key]]

@@ -61,11 +61,15 @@ class IngestResult:
             )
 
 
-def _examine(job: tuple[Path, int, Path | None, int, int]) -> tuple[FileInfo | Reject, bool]:
+def _examine(job: tuple[Path, int, Path | None, IngestConfig]) -> tuple[FileInfo | Reject, bool]:
     """Validate one file; also whether its mask (if any) matches its shape."""
-    path, ndim, mask, min_side, min_dim = job
+    path, ndim, mask, cfg = job
     try:
-        info = examine_2d(path, min_side) if ndim == 2 else examine_nifti(path, min_dim)
+        info = (
+            examine_2d(path, cfg.min_side_2d, cfg.max_pixels_2d)
+            if ndim == 2
+            else examine_nifti(path, cfg.min_dim_3d, cfg.max_bytes_3d)
+        )
     except Rejected as r:
         return Reject(path, r.reason, r.detail), False
     except Exception as exc:  # a decoder bug must not stop the run
@@ -81,7 +85,10 @@ def _discover(
     sidecar: Path | None,
     work_dir: Path | None,
     labels_csv: Path | None,
+    base_dir: Path,
 ) -> Discovery:
+    if not root.is_dir():
+        raise ValueError(f"source root {root} is not a directory")
     if layout == "kaggle17":
         return kaggle.discover(root, cfg, sidecar)
     if layout == "kermany":
@@ -90,7 +97,8 @@ def _discover(
         return bids.discover(root, cfg, sidecar)
     if work_dir is None:
         raise ValueError("the dicom layout needs work_dir for its NIfTI conversions")
-    return dicom.discover(root, cfg, labels_csv or sidecar, Path(work_dir))
+    salt = dicom.dicom_salt(cfg, base_dir)
+    return dicom.discover(root, cfg, labels_csv or sidecar, Path(work_dir), salt)
 
 
 def _row(dataset: str, c: Candidate, info: FileInfo, mask_ok: bool, base: Path, cfg) -> dict:
@@ -208,8 +216,8 @@ def ingest(
     if cfg.layout is not None and cfg.layout != layout:
         raise ValueError(f"layout {layout!r} contradicts IngestConfig.layout {cfg.layout!r}")
     root, base = Path(root), Path(base_dir)
-    disc = _discover(root, layout, cfg, sidecar, work_dir, labels_csv)
-    jobs = [(c.path, c.ndim, c.mask, cfg.min_side_2d, cfg.min_dim_3d) for c in disc.candidates]
+    disc = _discover(root, layout, cfg, sidecar, work_dir, labels_csv, base)
+    jobs = [(c.path, c.ndim, c.mask, cfg) for c in disc.candidates]
     rows: list[dict] = []
     rejects = list(disc.rejects)
     n_mask_mismatch = 0

@@ -11,12 +11,21 @@
   module: ``subject`` = ``dcm-`` + salted sha256 of PatientID, session/series are
   salted hashes of the UIDs, output files are named by those hashes, the NIfTI
   carries no DICOM tags (metadata dictionary cleared; NIfTI ``descrip`` stays
-  empty) and error details are scrubbed of the three values.
+  empty) and error details are scrubbed of the three values. Paths of quarantined
+  files keep no folder or file name that contains a PHI value seen in the source's
+  headers (PatientID and its parts, PatientName components, birth date): such a
+  component becomes ``phi-<salted hash>``.
+* The salt is a secret (with it, ``sha256(salt + PatientID)`` can be reversed by
+  trying IDs): it comes from ``$BRAINXAI_DICOM_SALT`` or the file
+  ``IngestConfig.dicom_salt_file`` (default ``.brainxai/dicom_salt`` under the study
+  root, git-ignored), never from params, and is never logged (:func:`dicom_salt`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +41,35 @@ from brainxai.ingest.config import IngestConfig
 from brainxai.labels import DIAGNOSES_3D
 
 log = logging.getLogger(__name__)
+
+#: Environment variable holding the DICOM pseudonym salt (wins over the salt file).
+SALT_ENV = "BRAINXAI_DICOM_SALT"
+
+
+def dicom_salt(cfg: IngestConfig, base_dir: Path | str) -> str:
+    """The secret pseudonym salt: ``$BRAINXAI_DICOM_SALT``, else the first line of
+    ``cfg.dicom_salt_file`` (relative to ``base_dir``); ``ValueError`` if neither is set.
+    The error names the file, never a salt."""
+    env = os.environ.get(SALT_ENV, "").strip()
+    if env:
+        return env
+    f = Path(cfg.dicom_salt_file)
+    f = f if f.is_absolute() else Path(base_dir) / f
+    if f.is_file():
+        text = f.read_text().strip()
+        if text:
+            return text.splitlines()[0].strip()
+    raise ValueError(
+        f"the dicom layout needs a secret salt for its pseudonyms: set ${SALT_ENV} or write "
+        f"one to {f} (keep it out of git and params.yaml), e.g. "
+        f"`mkdir -p {f.parent} && python -c 'import secrets; print(secrets.token_hex(32))' > {f}`"
+    )
+
+
+def salt_id(salt: str) -> str:
+    """A one-way id of the salt (for cache keys: a new salt re-runs ingestion)."""
+    return hashlib.sha256(f"brainxai-dicom-salt-id\0{salt}".encode()).hexdigest()[:16]
+
 
 DICOM_EXT: tuple[str, ...] = (".dcm", ".dicom", ".ima")
 _CONTRAST = {
@@ -108,6 +146,11 @@ def read_header(path: Path) -> Header | Reject:
     """Header of one file (no pixel data)."""
     force = path.name.lower().endswith(DICOM_EXT)
     try:
+        if path.stat().st_size == 0:
+            return Reject(path, "empty_file", "0 bytes")
+    except OSError as exc:
+        return Reject(path, "decode_error", f"cannot stat ({type(exc).__name__})")
+    try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=force)
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
@@ -118,8 +161,9 @@ def read_header(path: Path) -> Header | Reject:
     if not uid or not rows or not cols:
         return Reject(path, "decode_error", "DICOM without SeriesInstanceUID/Rows/Columns")
     inst = ds.get("InstanceNumber")
-    values = (str(ds.get(k, "") or "") for k in ("PatientID", "PatientName", "PatientBirthDate"))
-    phi = tuple(s for s in values if len(s) >= 2)
+    values = [str(ds.get(k, "") or "") for k in _PHI_TAGS]
+    parts = [p for v in values[:3] for p in re.split(r"[\^\s,._\-/]+", v) if len(p) >= 3]
+    phi = tuple(sorted({s.strip() for s in [*values, *parts] if len(s.strip()) >= 2}))
     return Header(
         path=path,
         series_uid=uid,
@@ -176,6 +220,23 @@ def _scrub(text: str, phi: tuple[str, ...]) -> str:
     return text[:200]
 
 
+def redact_path(path: Path, root: Path, phi: set[str] | frozenset[str], salt: str) -> Path:
+    """``path`` under ``root`` with every component that contains a PHI value (case
+    insensitive) replaced by ``phi-<salted hash>`` (a file keeps its ending)."""
+    try:
+        rel = Path(os.path.relpath(os.path.abspath(path), os.path.abspath(root)))
+    except ValueError:
+        rel = Path(path.name)
+    low = [t.lower() for t in phi]
+    out = []
+    for i, part in enumerate(rel.parts):
+        if part not in ("..", ".") and any(t in part.lower() for t in low):
+            ext = "".join(Path(part).suffixes)[-12:] if i == len(rel.parts) - 1 else ""
+            part = f"phi-{salted_hash(salt, part, 8)}{ext}"
+        out.append(part)
+    return Path(root, *out)
+
+
 @dataclass(frozen=True)
 class _Job:
     headers: tuple[Header, ...]
@@ -183,6 +244,7 @@ class _Job:
     allowed: frozenset[str]
     cfg: IngestConfig
     work_dir: Path
+    salt: str = field(default="", repr=False)
 
 
 def convert_series(job: _Job) -> Candidate | Reject:
@@ -218,7 +280,7 @@ def convert_series(job: _Job) -> Candidate | Reject:
                 else "decode_error"
             )
             return reject(kind, f"slice {i + 1}/{len(hs)} does not decode: {err}")
-    salt = cfg.dicom_salt
+    salt = job.salt
     subject = f"dcm-{salted_hash(salt, pid)}" if pid else ""
     series = salted_hash(salt, hs[0].series_uid)
     session = f"ses-{salted_hash(salt, hs[0].study_uid, 8)}" if hs[0].study_uid else ""
@@ -282,13 +344,20 @@ def discover(
     cfg: IngestConfig,
     labels_csv: Path | None,
     work_dir: Path,
+    salt: str,
 ) -> Discovery:
-    """Read headers, group series, convert each to NIfTI under ``work_dir``."""
-    if not cfg.dicom_salt:
-        raise ValueError("the dicom layout needs a non-empty IngestConfig.dicom_salt")
-    files, ignored = walk(root, ("",), consumed=[labels_csv] if labels_csv else [])
+    """Read headers, group series, convert each to NIfTI under ``work_dir``.
+
+    ``salt``: the secret pseudonym salt (:func:`dicom_salt`)."""
+    if not salt:
+        raise ValueError(f"the dicom layout needs a non-empty salt (${SALT_ENV})")
+    disc = Discovery()
+    files, ignored = walk(
+        root, ("",), consumed=[labels_csv] if labels_csv else [], rejects=disc.rejects,
+        follow_outside=cfg.follow_symlinks_outside_root,
+    )  # fmt: skip
     cands = [f for f in files if _is_dicom_candidate(f)]
-    disc = Discovery(ignored=ignored + len(files) - len(cands))
+    disc.ignored = ignored + len(files) - len(cands)
     series: dict[str, list[Header]] = {}
     for h in pmap(read_header, cands, cfg.workers, cfg.pool):
         if isinstance(h, Reject):
@@ -298,13 +367,27 @@ def discover(
     labels = read_labels(labels_csv, cfg)
     allowed = frozenset(cfg.allowed_labels or DIAGNOSES_3D)
     jobs = [
-        _Job(tuple(hs), labels, allowed, cfg, work_dir)
+        _Job(tuple(hs), labels, allowed, cfg, work_dir, salt)
         for _, hs in sorted(series.items(), key=lambda kv: min(h.path.as_posix() for h in kv[1]))
     ]
     for res in pmap(convert_series, jobs, cfg.workers, cfg.pool):
         (disc.rejects if isinstance(res, Reject) else disc.candidates).append(res)
+    phi = {t for hs in series.values() for h in hs for t in h.phi}
+    for r in disc.rejects:  # folder/file names of real exports carry patient names
+        r.path = redact_path(r.path, root, phi, salt)
     log.info("dicom: %d series, %d units quarantined", len(jobs), len(disc.rejects))
     return disc
 
 
-__all__ = ["discover", "read_header", "sequence_from_text", "sort_slices"]
+_PHI_TAGS = ("PatientID", "PatientName", "PatientBirthDate", "OtherPatientIDs", "PatientAddress")
+
+__all__ = [
+    "SALT_ENV",
+    "dicom_salt",
+    "discover",
+    "read_header",
+    "redact_path",
+    "salt_id",
+    "sequence_from_text",
+    "sort_slices",
+]

@@ -44,9 +44,12 @@ def discover(root: Path, cfg: IngestConfig, sidecar: Path | None = None) -> Disc
         if sidecar is not None
         else set()
     )
-    files, ignored = walk(root, EXT_2D, consumed=[*masks, *([sidecar] if sidecar else [])])
+    disc = Discovery()
+    files, disc.ignored = walk(
+        root, EXT_2D, consumed=[*masks, *([sidecar] if sidecar else [])], rejects=disc.rejects,
+        follow_outside=cfg.follow_symlinks_outside_root,
+    )  # fmt: skip
     allowed = set(cfg.allowed_labels or kaggle_classes())
-    disc = Discovery(ignored=ignored)
     n_missing_mask = 0
     for f in files:
         rel = f.relative_to(root)

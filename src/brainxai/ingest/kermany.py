@@ -34,10 +34,13 @@ def subject_from_name(stem: str, pattern: re.Pattern[str]) -> str:
 
 
 def discover(root: Path, cfg: IngestConfig, sidecar: Path | None = None) -> Discovery:
-    files, ignored = walk(root, EXT_2D, consumed=[sidecar] if sidecar else [])
+    disc = Discovery()
+    files, disc.ignored = walk(
+        root, EXT_2D, consumed=[sidecar] if sidecar else [], rejects=disc.rejects,
+        follow_outside=cfg.follow_symlinks_outside_root,
+    )  # fmt: skip
     classes = {nfc(c).upper(): c for c in (cfg.allowed_labels or cfg.kermany_classes)}
     pattern = re.compile(cfg.kermany_subject_regex)
-    disc = Discovery(ignored=ignored)
     n_no_subject = 0
     for f in files:
         parts = f.relative_to(root).parts

@@ -82,8 +82,11 @@ def _check_values(arr: np.ndarray) -> None:
         raise Rejected("constant_image", f"every value is {float(lo):g}")
 
 
-def examine_2d(path: Path, min_side: int) -> FileInfo:
-    """Validate a 2D image file (PNG/JPEG/...): decode fully, size, values, phash."""
+def examine_2d(path: Path, min_side: int, max_pixels: int | None = None) -> FileInfo:
+    """Validate a 2D image file (PNG/JPEG/...): decode fully, size, values, phash.
+
+    ``max_pixels`` caps ``width * height`` as declared by the header, before decoding.
+    """
     if path.stat().st_size == 0:
         raise Rejected("empty_file", "0 bytes")
     digest = sha256_file(path)
@@ -91,6 +94,9 @@ def examine_2d(path: Path, min_side: int) -> FileInfo:
         with Image.open(path) as im:
             if getattr(im, "n_frames", 1) > 1:
                 raise Rejected("bad_shape", f"{im.n_frames} frames in one image file")
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise Rejected("too_large", f"{h}x{w} = {w * h} px declared > {max_pixels}")
             im.load()
             arr = np.asarray(im)
     except Rejected:
@@ -112,8 +118,35 @@ def examine_2d(path: Path, min_side: int) -> FileInfo:
     return FileInfo(digest, 2, fmt_shape((h, w)), "", phash_hex(gray))
 
 
-def examine_nifti(path: Path, min_dim: int) -> FileInfo:
-    """Validate a NIfTI volume: header, 3D shape, spacing, full data read, values, phash."""
+#: Largest |cosine| between two voxel axes of a valid affine (ANTs refuses > ~0.5 deg shear).
+MAX_AXIS_COSINE = 0.0087
+#: Relative tolerance between the affine's column lengths and the header voxel size.
+SPACING_RTOL = 0.01
+
+
+def affine_problem(affine: np.ndarray, zooms: tuple[float, ...]) -> str | None:
+    """Why a voxel-to-world ``affine`` is unusable (not finite, singular, sheared, or its
+    column lengths disagree with the voxel size ``zooms``), or None."""
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4) or not np.isfinite(a).all():
+        return "affine is not a finite 4x4 matrix"
+    m = a[:3, :3]
+    norms = np.linalg.norm(m, axis=0)
+    if norms.min() <= 1e-8 or np.linalg.matrix_rank(m, tol=1e-6 * norms.max()) < 3:
+        return f"affine is singular (column lengths {fmt_spacing(norms)})"
+    unit = m / norms
+    cos = np.abs(unit.T @ unit - np.eye(3)).max()
+    if cos > MAX_AXIS_COSINE:
+        return f"affine axes are sheared (max |cos| {cos:.3g} between voxel axes)"
+    z = np.asarray(zooms[:3], dtype=np.float64)
+    if not np.allclose(norms, z, rtol=SPACING_RTOL, atol=1e-4):
+        return f"affine spacing {fmt_spacing(norms)} != header voxel size {fmt_spacing(z)}"
+    return None
+
+
+def examine_nifti(path: Path, min_dim: int, max_bytes: int | None = None) -> FileInfo:
+    """Validate a NIfTI volume: header, 3D shape, declared size, spacing, affine, full
+    data read, values, phash. ``max_bytes`` caps ``prod(shape) * itemsize`` (header)."""
     if path.stat().st_size == 0:
         raise Rejected("empty_file", "0 bytes")
     digest = sha256_file(path)
@@ -128,9 +161,19 @@ def examine_nifti(path: Path, min_dim: int) -> FileInfo:
         raise Rejected("bad_shape", f"{fmt_shape(shape)} is not a 3D volume")
     if min(shape) < min_dim:
         raise Rejected("bad_shape", f"{fmt_shape(shape)} has a side below {min_dim} voxels")
+    if max_bytes is not None:
+        itemsize = int(np.dtype(img.header.get_data_dtype()).itemsize)
+        declared = int(np.prod([int(s) for s in img.shape], dtype=np.int64)) * itemsize
+        if declared > max_bytes:
+            raise Rejected(
+                "too_large", f"{fmt_shape(img.shape)} x {itemsize} B = {declared} B > {max_bytes}"
+            )
     zooms = _raw_zooms(path, img)
     if not spacing_ok(zooms):
         raise Rejected("bad_spacing", f"voxel size {zooms}")
+    why = affine_problem(img.affine, zooms)
+    if why is not None:
+        raise Rejected("bad_affine", why)
     try:
         vol = np.asanyarray(img.dataobj).reshape(shape)
     except Exception as exc:

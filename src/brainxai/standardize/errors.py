@@ -9,9 +9,11 @@ REASONS: tuple[str, ...] = (
     "non_finite",
     "zero_spacing",
     "empty_image",
+    "bad_affine",
     "empty_brain",
     "missing_reference",
     "registration_failed",
+    "processing_error",  # an unexpected error on one subject: quarantined, the others go on
 )
 
 

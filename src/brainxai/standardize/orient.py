@@ -68,8 +68,10 @@ def load_volume(path: str | Path, kind: ImageKind = "intensity") -> ants.ANTsIma
         raise BadInput("non_finite", f"{path}: {int((~np.isfinite(data)).sum())} NaN/inf voxels")
     if kind == "intensity" and float(data.max()) <= float(data.min()):
         raise BadInput("empty_image", f"{path}: constant image")
-    out = ants.from_nibabel_nifti(nib.Nifti1Image(data, img.affine, img.header))
-    return out
+    try:  # ANTs/ITK refuse a singular or sheared direction (ValueError / RuntimeError)
+        return ants.from_nibabel_nifti(nib.Nifti1Image(data, img.affine, img.header))
+    except (ValueError, RuntimeError) as exc:
+        raise BadInput("bad_affine", f"{path}: {exc}") from exc
 
 
 def canonical(img: ants.ANTsImage, orientation: str = "RAS") -> ants.ANTsImage:
