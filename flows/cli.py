@@ -150,6 +150,14 @@ def finetune_eval(profile: Profile = None) -> None:
     _echo(finetune_flow(profile=profile, step="eval"))
 
 
+@finetune_app.command("controls")
+def finetune_controls(profile: Profile = None) -> None:
+    """The planted controls (positive, shortcut, random labels): pass / fail per check."""
+    from flows.finetune import finetune_flow
+
+    _echo(finetune_flow(profile=profile, step="controls"))
+
+
 @classify3d_app.command("run")
 def classify3d_run(profile: Profile = None) -> None:
     """Stratified patient CV of every ablation row and compared backbone (cached folds),

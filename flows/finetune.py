@@ -42,6 +42,7 @@ from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger
 
 from brainxai.finetune.config import BackboneSpec, FinetuneConfig
+from brainxai.finetune.controls import verdicts
 from brainxai.finetune.leakage import check_training_leakage
 from brainxai.finetune.runs import LOADER, RunSpec
 from brainxai.finetune.sampling import subsets_table
@@ -54,6 +55,7 @@ from brainxai.ssl.checkpoint import save_backbone
 from brainxai.ssl.config import to_dict
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
+from tasks.controls import finetune_control
 from tasks.env import study_params
 from tasks.finetune import (
     FINGERPRINT_FILE,
@@ -421,6 +423,79 @@ def train_init(
     return summary
 
 
+def control_train_ids(
+    cfg: FinetuneConfig, cache: dict[str, Any], subsets: pd.DataFrame
+) -> list[str]:
+    """Training records of the controls' cell: the label-fraction subset of
+    ``controls.fraction`` / ``controls.seed`` (every training image at fraction 1)."""
+    c = cfg.controls
+    sub = subsets[(subsets["fraction"] == float(c.fraction)) & (subsets["seed"] == int(c.seed))]
+    if len(sub):
+        return sorted(sub["record_id"].astype(str))
+    if c.fraction == 1.0:
+        index = Cache.open(cache["cache_dir"]).index
+        return sorted(index.loc[index["ok"] & (index["split"] == "train"), "record_id"].astype(str))
+    raise ValueError(
+        f"finetune.controls.fraction {c.fraction} / seed {c.seed} is not among the drawn "
+        f"subsets (finetune.fractions {list(cfg.fractions)}, seeds {list(cfg.seeds)})"
+    )
+
+
+def run_controls(
+    st: Stage, cache: dict[str, Any], subsets: pd.DataFrame, parent: Any
+) -> dict[str, Any]:
+    """The planted controls (:mod:`brainxai.finetune.controls`): one cached task each, then
+    the pass / fail / uninformative table ``reports/finetune/controls/controls.csv``, the
+    numbers ``controls.json`` and ``reports/metrics/finetune_controls.json``."""
+    logger = get_run_logger()
+    cfg = st.cfg
+    out_models, out_reports = st.models / "controls", st.reports / "controls"
+    out_reports.mkdir(parents=True, exist_ok=True)
+    train_ids = control_train_ids(cfg, cache, subsets)
+    layers = list(st.params.get("xai", {}).get("cam", {}).get("layers", []) or [])
+    calls = [{
+        "control": c, "cache_dir": cache["cache_dir"], "cache_fingerprint": cache["fingerprint"],
+        "train_record_ids": train_ids,
+        "finetune_cfg": {"tune": to_dict(cfg.tune), "controls": to_dict(cfg.controls)},
+        "backbone": to_dict(st.spec), "cam_layers": layers, "root": str(st.paths.root),
+        "run_dir": str(out_models / c), "report_dir": str(out_reports / c),
+    } for c in cfg.controls.run]  # fmt: skip
+    results = gather_reporting(finetune_control, lambda r: r["files"], calls)
+    measured, errors = {}, {}
+    for call, res, err in results:
+        if res is None:
+            errors[call["control"]] = err or "failed"
+            logger.error("control %s failed: %s", call["control"], err)
+        else:
+            measured[call["control"]] = res["measured"]
+    rows = verdicts(measured, cfg.controls)
+    rows += [{"control": c, "check": "ran", "measured": None, "target": "-", "status": "fail",
+              "note": e[:300]} for c, e in errors.items()]  # fmt: skip
+    table = pd.DataFrame(rows, columns=["control", "check", "measured", "target", "status",
+                                        "note"])  # fmt: skip
+    table.to_csv(out_reports / "controls.csv", index=False)
+    doc = {"measured": measured, "verdicts": rows, "errors": errors,
+           "config": to_dict(cfg.controls)}  # fmt: skip
+    write_json(out_reports / "controls.json", doc)
+    summary = {
+        "controls": list(cfg.controls.run),
+        "checks": len(rows),
+        "passed": int((table["status"] == "pass").sum()),
+        "failed": int((table["status"] == "fail").sum()),
+        "uninformative": int((table["status"] == "uninformative").sum()),
+    }
+    for c, m in measured.items():
+        for k in ("test_macro_f1", "val_macro_f1", "outside_head_mass", "pointing_tumour"):
+            if isinstance(m.get(k), int | float):
+                summary[f"{c}.{k}"] = round(float(m[k]), 4)
+    mlflow.log_metrics({f"finetune.controls.{k}": float(v) for k, v in summary.items()
+                        if isinstance(v, int | float)})  # fmt: skip
+    mlflow.log_artifact(str(out_reports / "controls.csv"), artifact_path="finetune/controls")
+    st.paths.metrics.mkdir(parents=True, exist_ok=True)
+    write_json(st.paths.metrics / "finetune_controls.json", summary)
+    return summary
+
+
 def _counts(status: pd.DataFrame, checkpoints: int) -> dict[str, Any]:
     failed = status.loc[status["status"] == "failed", "run"]
     return {"runs": len(status), "ok": int((status["status"] == "ok").sum()),
@@ -520,8 +595,9 @@ def run_finetune_stage(
 ) -> dict[str, Any]:
     """The stage's body (runs inside the Prefect flow :func:`finetune_flow`).
 
-    ``step``: ``all`` (every init, then the statistics: the study flow), ``cache``
-    (steps 1-3), ``init`` (one init's cells: DVC ``finetune@<init>``), ``eval`` (step 6).
+    ``step``: ``all`` (every init, the statistics, then the planted controls: the study
+    flow), ``cache`` (steps 1-3), ``init`` (one init's cells: DVC ``finetune@<init>``),
+    ``eval`` (step 6), ``controls`` (the planted controls: DVC ``finetune_controls``).
     """
     st = Stage.load(profile, root)
     torch_threads(st.cfg.torch_threads)
@@ -539,14 +615,19 @@ def run_finetune_stage(
     if step == "eval":
         with stage_run("finetune_eval", st.stage_params()):
             return evaluate(st)
+    if step == "controls":
+        with stage_run("finetune_controls", st.stage_params()) as parent:
+            return run_controls(st, _open_cache(st), _read_subsets(st), parent)
     if step != "all":
-        raise ValueError(f"unknown step {step!r}: all | cache | init | eval")
+        raise ValueError(f"unknown step {step!r}: all | cache | init | eval | controls")
     with stage_run("finetune", st.stage_params()) as parent:
         prep = prepare(st)
         backbone_files(st.cfg, st.spec, st.paths.root, st.models / "imagenet" / "backbone")
         for i in all_inits(st.cfg):
             train_init(st, i, prep["cache_result"], prep["subsets"], parent)
         summary = evaluate(st)
+        if st.cfg.controls.run:
+            summary["controls"] = run_controls(st, prep["cache_result"], prep["subsets"], parent)
     _raise_if_failed(st.cfg, summary, st.reports / RUNS_FILE)
     return summary
 
@@ -583,8 +664,9 @@ def finetune_flow(
     Args:
         profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
-        step: all (every init, then the statistics) | cache | init | eval (the DVC stages
-            finetune_cache, finetune@<init>, finetune_eval).
+        step: all (every init, the statistics, the controls) | cache | init | eval |
+            controls (the DVC stages finetune_cache, finetune@<init>, finetune_eval,
+            finetune_controls).
         init: the init of step ``init`` (one of finetune.inits).
     """
     root_path, params = study_params(profile, root)

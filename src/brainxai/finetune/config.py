@@ -82,6 +82,58 @@ class TuneConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
+CONTROLS: tuple[str, ...] = ("positive", "shortcut", "random_labels")
+
+
+@dataclass(frozen=True)
+class ControlsConfig:
+    """Knobs and targets of the planted controls (``params.finetune.controls``)."""
+
+    #: Controls run in every study (any of :data:`CONTROLS`; empty = none).
+    run: tuple[str, ...] = CONTROLS
+    #: The one label fraction and seed of every control cell.
+    fraction: float = 1.0
+    seed: int = 0
+    #: Shortcut tag: side as a fraction of the cached image side, grey value, and the gap
+    #: to the image border (fraction of the side).
+    tag_size: float = 0.08
+    tag_value: int = 255
+    tag_margin: float = 0.02
+    #: A cached pixel above this grey value is head (holes filled): "inside the brain".
+    head_threshold: int = 8
+    #: Test images explained per control (classes taking turns) and the CAM method.
+    explain_images: int = 68
+    cam_method: str = "gradcam"
+    #: Gold list of the control's C-Score (paper 004, Eq. 1).
+    tau: float = 0.5
+    #: Permutations of the predictions that give the chance interval of macro-F1.
+    n_permutations: int = 1000
+    chance_level: float = 0.95
+    #: Targets (issue 15, item 4).
+    pointing_min: float = 0.5
+    baseline_ratio: float = 2.0
+    shortcut_outside_min: float = 0.5
+    shortcut_pointing_max: float = 0.2
+    shortcut_val_min: float = 0.5
+    shortcut_drop_min: float = 0.2
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.run) - set(CONTROLS))
+        if unknown:
+            raise ValueError(f"unknown controls {unknown}; valid: {list(CONTROLS)}")
+        if not 0 < self.tag_size < 0.5 or not 0 <= self.tag_margin < 0.25:
+            raise ValueError("tag_size must be in (0, 0.5) and tag_margin in [0, 0.25)")
+        if not 0 < self.fraction <= 1:
+            raise ValueError("fraction must be in (0, 1]")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> ControlsConfig:
+        return from_mapping(cls, d or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     """The stage: which inits, fractions, seeds and protocols; where things go."""
@@ -114,11 +166,13 @@ class FinetuneConfig:
     data: DataConfig = field(default_factory=DataConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    #: Planted controls (:mod:`brainxai.finetune.controls`), run with every study.
+    controls: ControlsConfig = field(default_factory=ControlsConfig)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> FinetuneConfig:
         d = dict(d or {})
-        nested = {"data": DataConfig, "probe": ProbeConfig}
+        nested = {"data": DataConfig, "probe": ProbeConfig, "controls": ControlsConfig}
         for key, sub in nested.items():
             d[key] = from_mapping(sub, d.get(key))
         tune = dict(d.get("tune") or {})

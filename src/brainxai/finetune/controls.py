@@ -1,0 +1,209 @@
+"""Planted controls: do the metrics catch a wrong model? (issue 15, item 4)
+
+Each control is one fine-tuning cell (random init, one fraction, one seed) on the same
+code path as the real runs (:func:`brainxai.finetune.cell.run_finetune`), on a variant of
+the decoded cache whose truth is known by construction:
+
+* ``shortcut`` - *right for the wrong reasons*. A bright square tag at a class-specific
+  position outside the head (where scanner annotations sit) is burned into every training
+  and validation image of its class; test images are clean. A model that uses the tag
+  scores high on val and drops on test; explained on test images carrying their class's
+  tag, its relevance lies outside the brain and its lesion pointing game is near 0 - while
+  its C-Score can stay high: consistency without correctness (paper 004, §5).
+* ``random_labels`` - labels permuted within the training split (val and test keep the
+  truth): test macro-F1 must fall inside the chance interval and gold lists stay empty.
+* ``positive`` - *right for the right reasons*: the lesion-driven model (clean data).
+  GradCAM's pointing game on the tumour classes must reach ``pointing_min`` and beat the
+  random-heatmap and centre-prior baselines by ``baseline_ratio``.
+
+:func:`verdicts` turns the measured numbers into pass / fail / uninformative rows; a
+target missed is reported with its number, never lowered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from brainxai.finetune.config import CONTROLS, ControlsConfig
+from brainxai.finetune.evaluate import macro_f1
+from brainxai.xai.baselines import centre_gaussian_baseline, random_baseline
+from brainxai.xai.groundtruth import pointing_game, relevance_mass_accuracy
+
+# ----------------------------------------------------------------------------- variants
+
+
+def tag_slots(n_classes: int, size: int, tag_px: int, margin_px: int) -> np.ndarray:
+    """Top-left corner ``(row, col)`` of each class's tag: spread along the top and the
+    bottom border (first half of the classes on top), never overlapping; (K, 2) int."""
+    top = (n_classes + 1) // 2
+    rows = np.where(np.arange(n_classes) < top, margin_px, size - margin_px - tag_px)
+    pos_in_row = np.where(np.arange(n_classes) < top, np.arange(n_classes),
+                          np.arange(n_classes) - top)  # fmt: skip
+    per_row = max(top, n_classes - top)
+    span = size - 2 * margin_px - tag_px
+    if per_row * tag_px > span + tag_px:
+        raise ValueError(f"{n_classes} tags of {tag_px} px do not fit along a {size} px side")
+    cols = margin_px + np.round(pos_in_row * span / max(per_row - 1, 1)).astype(int)
+    return np.stack([rows, cols], axis=1).astype(np.int64)
+
+
+def tag_geometry(cfg: ControlsConfig, size: int) -> tuple[int, int]:
+    """``(tag_px, margin_px)`` of a ``size`` px cache."""
+    return max(2, round(cfg.tag_size * size)), round(cfg.tag_margin * size)
+
+
+def burn_tags(
+    images: np.ndarray, classes: np.ndarray, rows: np.ndarray, slots: np.ndarray, tag_px: int,
+    value: int,
+) -> np.ndarray:  # fmt: skip
+    """A copy of uint8 ``images`` (N, S, S) with class ``classes[i]``'s tag burned into
+    every row ``i`` in ``rows`` (other rows, and rows of class -1, untouched)."""
+    out = np.array(images, dtype=np.uint8, copy=True)
+    for i in np.asarray(rows, dtype=np.int64):
+        if classes[i] < 0:  # not a labelled image: no class, no tag
+            continue
+        r, c = slots[int(classes[i])]
+        out[i, r : r + tag_px, c : c + tag_px] = value
+    return out
+
+
+def tag_masks(classes: np.ndarray, slots: np.ndarray, tag_px: int, size: int) -> np.ndarray:
+    """(N, S, S) bool: where image ``i``'s class tag is."""
+    out = np.zeros((len(classes), size, size), dtype=bool)
+    for i, k in enumerate(np.asarray(classes, dtype=np.int64)):
+        r, c = slots[k]
+        out[i, r : r + tag_px, c : c + tag_px] = True
+    return out
+
+
+def head_masks(images: np.ndarray, threshold: int) -> np.ndarray:
+    """(N, S, S) bool: pixels above ``threshold``, holes filled - the head of each image."""
+    return np.stack([ndimage.binary_fill_holes(im > threshold) for im in np.asarray(images)])
+
+
+def permute_labels(labels: pd.Series, rows: np.ndarray, seed: int) -> pd.Series:
+    """``labels`` with the entries at positions ``rows`` permuted among themselves."""
+    out = labels.copy()
+    pos = np.asarray(rows, dtype=np.int64)
+    perm = np.random.default_rng(seed).permutation(pos)
+    out.iloc[pos] = labels.iloc[perm].to_numpy()
+    return out
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+def outside_mass(maps: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Share of positive relevance outside ``inside`` per map: ``1 - Σ_in R⁺ / Σ R⁺``."""
+    return 1.0 - relevance_mass_accuracy(maps, inside)
+
+
+def chance_interval(
+    y_true: np.ndarray, y_pred: np.ndarray, n: int, level: float, seed: int
+) -> tuple[float, float]:
+    """Central ``level`` interval of macro-F1 when the predictions are permuted against
+    the truth (the model's own class frequencies, no information)."""
+    rng = np.random.default_rng(seed)
+    f1 = [macro_f1(y_true, rng.permutation(y_pred)) for _ in range(n)]
+    lo, hi = np.quantile(f1, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def pointing_baselines(masks: np.ndarray, seed: int) -> dict[str, float]:
+    """Pointing game of a random heatmap and of the centre prior on ``masks`` (N, S, S)."""
+    shape = masks.shape
+    return {
+        "random": float(np.nanmean(pointing_game(random_baseline(shape, seed), masks))),
+        "centre": float(np.nanmean(pointing_game(centre_gaussian_baseline(shape), masks))),
+    }
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+
+def _row(control: str, check: str, measured: float | None, target: str, passed: bool | None,
+         note: str = "") -> dict[str, Any]:  # fmt: skip
+    status = "uninformative" if passed is None else ("pass" if passed else "fail")
+    value = None if measured is None or not np.isfinite(measured) else round(float(measured), 4)
+    return {"control": control, "check": check, "measured": value, "target": target,
+            "status": status, "note": note}  # fmt: skip
+
+
+def _finite(x: Any) -> bool:
+    return x is not None and bool(np.isfinite(x))
+
+
+def verdicts(m: dict[str, dict[str, Any]], cfg: ControlsConfig) -> list[dict[str, Any]]:
+    """Pass / fail / uninformative per check, from :func:`measure`'s numbers per control."""
+    rows: list[dict[str, Any]] = []
+    if "positive" in m:
+        p = m["positive"]
+        pg, base = p.get("pointing_tumour"), p.get("baselines", {})
+        n = p.get("n_tumour_masks", 0)
+        ok = _finite(pg) and n > 0
+        rows.append(_row("positive", "pointing game, tumour classes", pg,
+                         f">= {cfg.pointing_min}", (pg >= cfg.pointing_min) if ok else None,
+                         f"{n} test images with a lesion mask"))  # fmt: skip
+        for name in ("random", "centre"):
+            b = base.get(name)
+            good = ok and _finite(b)
+            note = f"{name} baseline {b:.3f}" if _finite(b) else "no baseline"
+            rows.append(_row("positive", f"pointing game / {name} baseline",
+                             pg / b if good and b > 0 else None, f">= {cfg.baseline_ratio}x",
+                             (pg >= cfg.baseline_ratio * b) if good else None, note))  # fmt: skip
+        rows.append(_row("positive", "test macro-F1 above chance", p.get("test_macro_f1"),
+                         f"> {p.get('chance_high', float('nan')):.3f}",
+                         p.get("test_macro_f1", 0) > p.get("chance_high", 1)))  # fmt: skip
+    if "shortcut" in m:
+        s = m["shortcut"]
+        rows.append(_row("shortcut", "val macro-F1 (tagged)", s.get("val_macro_f1"),
+                         f">= {cfg.shortcut_val_min}",
+                         s.get("val_macro_f1", 0) >= cfg.shortcut_val_min))  # fmt: skip
+        drop = s.get("val_macro_f1", np.nan) - s.get("test_macro_f1", np.nan)
+        rows.append(_row("shortcut", "val - test macro-F1 (clean test)", drop,
+                         f">= {cfg.shortcut_drop_min}", drop >= cfg.shortcut_drop_min
+                         if _finite(drop) else None))  # fmt: skip
+        out = s.get("outside_head_mass")
+        rows.append(_row("shortcut", "relevance mass outside the head", out,
+                         f">= {cfg.shortcut_outside_min}",
+                         out >= cfg.shortcut_outside_min if _finite(out) else None,
+                         f"tag mass {s.get('tag_mass', float('nan')):.3f}"))  # fmt: skip
+        pg = s.get("pointing_tumour")
+        rows.append(_row("shortcut", "lesion pointing game", pg,
+                         f"<= {cfg.shortcut_pointing_max}",
+                         pg <= cfg.shortcut_pointing_max if _finite(pg) else None))  # fmt: skip
+        cs = s.get("cscore")
+        rows.append(_row("shortcut", "C-Score (reported, no target)", cs, "-", None,
+                         "consistency without correctness" if _finite(cs) else
+                         "fewer than 2 gold images per class"))  # fmt: skip
+    if "random_labels" in m:
+        r = m["random_labels"]
+        f1, lo, hi = r.get("test_macro_f1"), r.get("chance_low"), r.get("chance_high")
+        rows.append(_row("random_labels", "test macro-F1 inside the chance interval", f1,
+                         f"in [{lo:.3f}, {hi:.3f}]" if _finite(lo) else "-",
+                         (lo <= f1 <= hi) if _finite(f1) and _finite(lo) else None))  # fmt: skip
+        g = r.get("classes_with_gold")
+        rows.append(_row("random_labels", "classes with a gold list of >= 2 images", g, "0",
+                         g == 0 if g is not None else None,
+                         f"{r.get('gold_images', 0)} gold images in all"))  # fmt: skip
+    return rows
+
+
+__all__ = [
+    "CONTROLS",
+    "ControlsConfig",
+    "burn_tags",
+    "chance_interval",
+    "head_masks",
+    "outside_mass",
+    "permute_labels",
+    "pointing_baselines",
+    "tag_geometry",
+    "tag_masks",
+    "tag_slots",
+    "verdicts",
+]

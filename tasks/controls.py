@@ -1,0 +1,74 @@
+"""Prefect task around :mod:`brainxai.finetune.control_cell`: one cached task per planted
+control (positive / shortcut / random_labels).
+
+Key: the control's name, the decoded cache's fingerprint, its training record ids, the
+``tune`` and ``controls`` params, the backbone spec and the CAM layers, plus the code the
+task imports (:func:`tasks.caching.code_policy`). Retried once (a crashed worker), never
+for bad data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from brainxai.finetune.config import BackboneSpec, FinetuneConfig
+from brainxai.finetune.control_cell import run_control
+from brainxai.jsonio import write_json
+from brainxai.ssl.cache import Cache
+from brainxai.ssl.config import from_mapping
+from tasks.caching import code_policy, hashed_outputs
+from tasks.gpu import GPU_TAG, on_gpu_slot
+
+
+@task(
+    name="finetune-control",
+    cache_policy=code_policy(__name__),
+    persist_result=True,
+    retries=1,
+    task_run_name="control-{control}",
+    tags=[GPU_TAG],
+)
+@hashed_outputs
+@on_gpu_slot
+def finetune_control(
+    control: str,
+    cache_dir: str,
+    cache_fingerprint: str,
+    train_record_ids: list[str],
+    finetune_cfg: dict[str, Any],
+    backbone: dict[str, Any],
+    cam_layers: list[str],
+    root: str,
+    run_dir: str,
+    report_dir: str,
+) -> dict[str, Any]:
+    """Train and measure one control; writes ``run_dir/epoch-XXXX.pt`` and
+    ``report_dir/{measured.json, predictions.parquet}``.
+
+    ``finetune_cfg`` holds only the ``tune`` and ``controls`` sections (the other knobs
+    never enter this task's key); ``cache_fingerprint`` is there for the key.
+    """
+    cfg = FinetuneConfig.from_dict(finetune_cfg)
+    out, rep = Path(run_dir), Path(report_dir)
+    for stale in out.glob("epoch-*.pt"):  # a re-run (new params or code) starts clean
+        stale.unlink()
+    res = run_control(
+        control, Cache.open(cache_dir), train_record_ids, cfg, cfg.controls,
+        from_mapping(BackboneSpec, backbone), Path(root), out, tuple(cam_layers),
+    )  # fmt: skip
+    rep.mkdir(parents=True, exist_ok=True)
+    pred_path = rep / "predictions.parquet"
+    res["predictions"].to_parquet(pred_path, index=False)
+    measured_path = write_json(rep / "measured.json", {**res["measured"],
+                                                       "history": res["history"]})  # fmt: skip
+    ckpts = [c["path"] for c in res["checkpoints"]]
+    return {
+        "control": control,
+        "measured": res["measured"],
+        "checkpoints": res["checkpoints"],
+        "predictions": str(pred_path),
+        "files": [*ckpts, str(pred_path), str(measured_path)],
+    }
