@@ -1,30 +1,51 @@
-"""Cache keys = task inputs + task source + the library code the task calls.
+"""Cache keys = task inputs + task source + the project code the task imports; a cached
+result counts only while the files it wrote still hold what it wrote.
 
 Prefect's ``TASK_SOURCE`` hashes only the task function's own lines, not the
-``brainxai`` code it calls (prefect #16925): after a change in ``src/brainxai``
-a plain policy would return stale results. :class:`CodeVersion` adds a hash of
-the source files of the packages a task depends on. Tasks receive paths,
-content hashes and JSON-able parameter mappings, never arrays, so INPUTS hashes
-cheaply and stably.
+``brainxai`` code it calls (prefect #16925): after a change in ``src/brainxai`` a plain
+policy would return stale results. :class:`CodeVersion` adds a hash of the sources of
+the task module and of every project module (``brainxai.*``, ``tasks.*``) it imports,
+directly or transitively (:func:`code_closure`, read from the import statements with
+:mod:`ast`, so no hand-kept module list can miss one). Tasks receive paths, content
+hashes and JSON-able parameter mappings, never arrays, so INPUTS hashes cheaply and
+stably.
 
-Results are persisted so a re-run in a new process hits the cache. Because the
-files a task wrote can vanish while its cached result survives (``dvc repro``
-deletes stage outputs before running the stage), :func:`run_cached` re-runs a
-task with ``refresh_cache=True`` when a cached result points at missing files.
+Results are persisted so a re-run in a new process hits the cache. The files a task
+wrote can vanish or change while its cached result survives (``dvc repro`` deletes
+stage outputs before running the stage; a run with other params overwrites them; a
+disk truncates one), so every task that :func:`run_cached` gathers is wrapped in
+:func:`hashed_outputs`, which records the sha256 of each file the result names, and
+:func:`run_cached` re-runs a call with ``refresh_cache=True`` when a file is missing,
+its content changed, or the result recorded no hashes.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import importlib.util
+import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.context import TaskRunContext
+
+#: Top-level packages whose modules count as project code in a cache key.
+PROJECT_PACKAGES = ("brainxai", "tasks")
+#: Result key holding ``{path: sha256}`` of the files the result names.
+OUTPUT_HASHES = "output_sha256"
+CHUNK = 1 << 20
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# --------------------------------------------------------------------------- code keys
 
 
 @cache
@@ -43,11 +64,125 @@ def package_hash(*modules: str) -> str:
     return digest.hexdigest()[:16]
 
 
+@cache
+def _top_dirs(top: str) -> tuple[Path, ...]:
+    """Directories of a top-level package (or the one holding a top-level module)."""
+    spec = importlib.util.find_spec(top)  # a top-level name: imports nothing
+    if spec is None:
+        return ()
+    if spec.submodule_search_locations is not None:
+        return tuple(Path(p) for p in spec.submodule_search_locations)
+    if spec.origin and spec.origin.endswith(".py"):
+        return (Path(spec.origin),)
+    return ()
+
+
+def module_file(name: str) -> Path | None:
+    """The ``.py`` source of module ``name`` (a package: its ``__init__.py``), found on
+    the file system without importing anything; ``None`` when there is none."""
+    top, *rest = name.split(".")
+    candidates = list(_top_dirs(top))
+    if not rest:
+        for c in candidates:
+            if c.is_file():
+                return c
+            if (c / "__init__.py").is_file():
+                return c / "__init__.py"
+        return None
+    for part in rest[:-1]:
+        candidates = [c / part for c in candidates if (c / part).is_dir()]
+    for c in candidates:
+        if (c / rest[-1] / "__init__.py").is_file():
+            return c / rest[-1] / "__init__.py"
+        if (c / f"{rest[-1]}.py").is_file():
+            return c / f"{rest[-1]}.py"
+    return None
+
+
+@cache
+def _imported(name: str, path: Path, packages: tuple[str, ...]) -> set[str]:
+    """Absolute names of the modules of ``packages`` that ``name`` (source ``path``)
+    imports: ``import a.b`` is ``a.b``; ``from a import b`` is ``a``, and also ``a.b`` when
+    ``b`` is a module; relative imports are resolved against ``name``'s package."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] in packages)
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level:
+                parts = package.split(".") if package else []
+                if node.level - 1 >= len(parts):
+                    continue  # beyond the top-level package: not importable anyway
+                base = ".".join(parts[: len(parts) - (node.level - 1)])
+                mod = f"{base}.{mod}" if mod else base
+            if not mod or mod.split(".")[0] not in packages:
+                continue
+            found.add(mod)
+            for alias in node.names:
+                if alias.name != "*" and module_file(f"{mod}.{alias.name}") is not None:
+                    found.add(f"{mod}.{alias.name}")
+    return found
+
+
+def _with_parents(name: str) -> list[str]:
+    """``a.b.c`` -> ``[a, a.b, a.b.c]``: importing a module runs its packages' ``__init__``."""
+    parts = name.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+@cache
+def code_closure(module: str, packages: tuple[str, ...] = PROJECT_PACKAGES) -> tuple[str, ...]:
+    """Sorted names of ``module`` and every module of ``packages`` it imports, directly or
+    transitively (with the packages whose ``__init__`` such an import runs)."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = module_file(name)
+        if path is None:
+            if name == module:
+                raise ModuleNotFoundError(f"no Python source for module {module!r}")
+            continue  # a name that is not a module of ours (a class, a missing optional)
+        seen.add(name)
+        for dep in _imported(name, path, packages):
+            todo.extend(sub for sub in _with_parents(dep) if sub not in seen)
+        for parent in _with_parents(name)[:-1]:
+            if parent not in seen:
+                todo.append(parent)
+    return tuple(sorted(seen))
+
+
+@cache
+def code_hash(module: str, packages: tuple[str, ...] = PROJECT_PACKAGES) -> str:
+    """sha256 over (module name, path relative to its top-level package, source) of every
+    module in :func:`code_closure`; cached per process."""
+    digest = hashlib.sha256()
+    for name in code_closure(module, packages):
+        path = module_file(name)
+        assert path is not None
+        parts = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        rel = "/".join([*parts, path.name])  # relative to the top-level package's parent
+        digest.update(f"{rel}\n".encode())
+        digest.update(path.read_bytes())
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]
+
+
+def clear_code_caches() -> None:
+    """Forget the per-process closures and hashes (after editing sources in-process)."""
+    for f in (_top_dirs, _imported, code_closure, code_hash, package_hash):
+        f.cache_clear()
+
+
 @dataclass
 class CodeVersion(CachePolicy):
-    """Cache-key component: the hash of the library code a task depends on."""
+    """Cache-key component: the hash of the project code the task module imports."""
 
-    modules: tuple[str, ...] = field(default_factory=lambda: ("brainxai",))
+    modules: tuple[str, ...] = field(default_factory=tuple)
 
     def compute_key(
         self,
@@ -56,12 +191,99 @@ class CodeVersion(CachePolicy):
         flow_parameters: dict[str, Any],
         **kwargs: Any,
     ) -> str | None:
-        return package_hash(*self.modules)
+        return ",".join(code_hash(m) for m in self.modules)
 
 
 def code_policy(*modules: str) -> CachePolicy:
-    """INPUTS + TASK_SOURCE + CodeVersion(modules): the project's task cache policy."""
-    return INPUTS + TASK_SOURCE + CodeVersion(modules=tuple(modules) or ("brainxai",))
+    """INPUTS + TASK_SOURCE + the code closure of ``modules`` (a task module passes its
+    ``__name__``): the project's task cache policy."""
+    if not modules:
+        raise TypeError("code_policy() needs the task's module, e.g. code_policy(__name__)")
+    return INPUTS + TASK_SOURCE + CodeVersion(modules=tuple(sorted(set(modules))))
+
+
+# ------------------------------------------------------------------------ output hashes
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _hashes(paths: Iterable[str]) -> dict[str, str]:
+    """``{path: sha256}`` (hashlib drops the GIL on large reads: a few threads help)."""
+    paths = sorted(set(paths))
+    if len(paths) < 4:
+        return {p: file_sha256(p) for p in paths}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip(paths, pool.map(file_sha256, paths), strict=True))
+
+
+def _default_files(result: Any) -> list[str]:
+    return list(result.get("files", [])) if isinstance(result, dict) else []
+
+
+def hashed_outputs(
+    fn: F | None = None, *, files_of: Callable[[Any], Iterable[str | Path]] = _default_files
+) -> Any:
+    """Decorator (put under ``@task``): a dict result gets ``result["output_sha256"] =
+    {path: sha256}`` for every file in ``files_of(result)`` (default: ``result["files"]``),
+    so :func:`run_cached` can tell a cached result from the files now on disk."""
+
+    def wrap(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            result = func(*args, **kwargs)
+            if isinstance(result, dict):
+                result[OUTPUT_HASHES] = _hashes(str(p) for p in files_of(result))
+            return result
+
+        return wrapper  # type: ignore[return-value]
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def output_problems(result: Any, files_of: Callable[[Any], Iterable[str | Path]]) -> list[str]:
+    """Why ``result`` does not match the files on disk (empty: it does): ``"<path>:
+    missing"``, ``"<path>: content changed"``, ``"<path>: no recorded hash"``."""
+    recorded = result.get(OUTPUT_HASHES) if isinstance(result, dict) else None
+    paths = sorted({str(p) for p in files_of(result)})
+    if recorded is None:
+        return [f"{p}: no recorded hash" for p in paths] or ["result records no output hashes"]
+    problems = [f"{p}: missing" for p in paths if not Path(p).is_file()]
+    problems += [f"{p}: no recorded hash" for p in paths if Path(p).is_file() and p not in recorded]
+    present = [p for p in paths if p in recorded and Path(p).is_file()]
+    problems += [f"{p}: content changed" for p, h in _hashes(present).items() if h != recorded[p]]
+    return problems
+
+
+def strip_hashes(result: Any) -> Any:
+    """``result`` without the recorded output hashes (what a flow goes on with)."""
+    if isinstance(result, dict) and OUTPUT_HASHES in result:
+        return {k: v for k, v in result.items() if k != OUTPUT_HASHES}
+    return result
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("brainxai.caching")
+
+
+def log_stale(task: Any, problems: list[str]) -> None:
+    """Warn (Prefect run logger, or a plain one outside a run) which files failed, why."""
+    shown = "; ".join(problems[:5]) + (
+        f"; ... ({len(problems)} in all)" if len(problems) > 5 else ""
+    )
+    _logger().warning("%s: cached result does not match its outputs, re-running: %s",
+                      getattr(task, "name", task), shown)  # fmt: skip
 
 
 def run_cached(
@@ -71,18 +293,25 @@ def run_cached(
 ) -> list[Any]:
     """Submit ``task(**kw)`` for every ``kw`` in ``calls`` and gather the results.
 
-    A cached result that names files which no longer exist is recomputed with
-    ``refresh_cache=True``, so a cache hit never leaves a stage's outputs missing.
+    Every result (cached or not) is checked against the sha256 its task recorded for the
+    files ``files_of(result)`` (``task`` must be wrapped in :func:`hashed_outputs`); a
+    result with a missing file, a file whose content changed or no recorded hashes is
+    recomputed with ``refresh_cache=True`` (logged with the file and the reason), then
+    checked again: still inconsistent raises. The results come back without the hashes.
     """
     futures = [task.submit(**kw) for kw in calls]
     results = [f.result() for f in futures]
-    stale = [i for i, r in enumerate(results) if not all(Path(p).exists() for p in files_of(r))]
+    stale = {i: p for i, r in enumerate(results) if (p := output_problems(r, files_of))}
     if stale:
+        for problems in stale.values():
+            log_stale(task, problems)
         fresh = task.with_options(refresh_cache=True)
         refutures = {i: fresh.submit(**calls[i]) for i in stale}
         for i, fut in refutures.items():
             results[i] = fut.result()
-            missing = [str(p) for p in files_of(results[i]) if not Path(p).exists()]
-            if missing:
-                raise FileNotFoundError(f"{task.name} did not write {missing[:5]}")
-    return results
+            problems = output_problems(results[i], files_of)
+            if problems:
+                raise RuntimeError(
+                    f"{task.name} outputs inconsistent after a re-run: {problems[:5]}"
+                )
+    return [strip_hashes(r) for r in results]

@@ -28,7 +28,7 @@ from brainxai.classify3d.config import (
 from brainxai.classify3d.data import records
 from brainxai.classify3d.folds import inner_split
 from brainxai.classify3d.train import scores, train_fold
-from tasks.caching import code_policy
+from tasks.caching import code_policy, hashed_outputs
 from tasks.gpu import GPU_TAG, on_gpu_slot
 
 LOADER = "brainxai.classify3d.model:load_checkpoint"
@@ -43,10 +43,11 @@ def _predictions_frame(preds: dict[str, list[dict]], class_names: list[str]) -> 
 
 @task(
     name="classify3d-fold",
-    cache_policy=code_policy("brainxai.classify3d", "brainxai.evaluation"),
+    cache_policy=code_policy(__name__),
     persist_result=True,
     tags=[GPU_TAG],
 )
+@hashed_outputs
 @on_gpu_slot
 def train_run(
     patients_path: str,

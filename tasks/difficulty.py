@@ -12,7 +12,7 @@ from brainxai.manifest import read_table
 from tasks.caching import code_policy
 
 
-@task(name="difficulty-probe", cache_policy=code_policy("brainxai.baseline"), persist_result=True)
+@task(name="difficulty-probe", cache_policy=code_policy(__name__), persist_result=True)
 def difficulty_probe(
     manifest_path: str, manifest_sha256: str, base_dir: str, cfg: dict[str, Any]
 ) -> dict[str, Any]:

@@ -22,16 +22,8 @@ from brainxai.xai.cams import CamConfig
 from brainxai.xai.evalset import EvalInputError
 from brainxai.xai.per_checkpoint import explain_methods, load_model, randomisation_against_stored
 from brainxai.xai.stage_config import RandomisationConfig
-from tasks.caching import code_policy
+from tasks.caching import code_policy, hashed_outputs
 from tasks.gpu import GPU_TAG, on_gpu_slot
-
-XAI_CODE = (
-    "brainxai.xai",
-    "brainxai.finetune",
-    "brainxai.ssl.backbone",
-    "brainxai.ssl.cache",
-    "brainxai.ssl.checkpoint",
-)
 
 
 def _load(checkpoint_path: str, loader: str) -> tuple[Any, dict[str, Any], str]:
@@ -45,11 +37,12 @@ def _load(checkpoint_path: str, loader: str) -> tuple[Any, dict[str, Any], str]:
 
 @task(
     name="xai-explain",
-    cache_policy=code_policy(*XAI_CODE),
+    cache_policy=code_policy(__name__),
     persist_result=True,
     task_run_name="explain-{run}-e{epoch}-{method}",
     tags=[GPU_TAG],
 )
+@hashed_outputs
 @on_gpu_slot
 def explain_task(
     family: str,
@@ -101,11 +94,12 @@ def explain_task(
 
 @task(
     name="xai-randomisation",
-    cache_policy=code_policy(*XAI_CODE),
+    cache_policy=code_policy(__name__),
     persist_result=True,
     task_run_name="randomise-{run}-e{epoch}-{method}",
     tags=[GPU_TAG],
 )
+@hashed_outputs
 @on_gpu_slot
 def randomisation_task(
     family: str,

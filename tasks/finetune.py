@@ -40,15 +40,20 @@ from brainxai.jsonio import write_json
 from brainxai.manifest import read_table
 from brainxai.ssl.cache import IMAGES, INDEX, Cache, build_cache, fingerprint
 from brainxai.ssl.config import from_mapping
-from tasks.caching import code_policy
+from tasks.caching import (
+    code_policy,
+    hashed_outputs,
+    log_stale,
+    output_problems,
+    strip_hashes,
+)
 from tasks.gpu import GPU_TAG, on_gpu_slot
 
-CACHE_CODE = ("brainxai.finetune.data", "brainxai.ssl.cache", "brainxai.labels")
-CELL_CODE = ("brainxai.finetune", "brainxai.ssl", "brainxai.evaluation.metrics")
 FINGERPRINT_FILE = "fingerprint.txt"
 
 
-@task(name="finetune-cache", cache_policy=code_policy(*CACHE_CODE), persist_result=True)
+@task(name="finetune-cache", cache_policy=code_policy(__name__), persist_result=True)
+@hashed_outputs
 def finetune_cache(
     manifest_path: str, manifest_sha256: str, base_dir: str, data_cfg: dict[str, Any], out_dir: str
 ) -> dict[str, Any]:
@@ -71,12 +76,13 @@ def finetune_cache(
 
 @task(
     name="finetune-embed",
-    cache_policy=code_policy("brainxai.finetune", "brainxai.ssl"),
+    cache_policy=code_policy(__name__),
     persist_result=True,
     retries=1,
     task_run_name="embed-{init}-s{backbone_seed}",
     tags=[GPU_TAG],
 )
+@hashed_outputs
 @on_gpu_slot
 def finetune_embed(
     init: str,
@@ -118,12 +124,13 @@ def finetune_embed(
 
 @task(
     name="finetune-cell",
-    cache_policy=code_policy(*CELL_CODE),
+    cache_policy=code_policy(__name__),
     persist_result=True,
     retries=1,
     task_run_name="{run}",
     tags=[GPU_TAG],
 )
+@hashed_outputs
 @on_gpu_slot
 def finetune_cell(
     run: str,
@@ -187,9 +194,10 @@ def finetune_cell(
 
 @task(
     name="finetune-aggregate",
-    cache_policy=code_policy("brainxai.evaluation"),
+    cache_policy=code_policy(__name__),
     persist_result=True,
 )
+@hashed_outputs
 def finetune_aggregate(
     predictions_path: str,
     predictions_sha256: str,
@@ -234,8 +242,9 @@ def finetune_aggregate(
 def gather_reporting(
     task_: Any, files_of: Callable[[Any], Iterable[str | Path]], calls: list[dict[str, Any]]
 ) -> list[tuple[dict[str, Any], Any | None, str | None]]:
-    """Like :func:`tasks.caching.run_cached`, but a call that fails (after its retries) is
-    returned as ``(call, None, error)`` instead of stopping the others."""
+    """Like :func:`tasks.caching.run_cached` (a result whose files are missing, changed or
+    unrecorded is recomputed with ``refresh_cache=True``), but a call that fails (after its
+    retries) is returned as ``(call, None, error)`` instead of stopping the others."""
     futures = [task_.submit(**kw) for kw in calls]
     out: list[tuple[dict[str, Any], Any | None, str | None]] = []
     stale: list[int] = []
@@ -244,7 +253,9 @@ def gather_reporting(
         if fut.state.is_completed():
             res = fut.result()
             out.append((kw, res, None))
-            if not all(Path(p).exists() for p in files_of(res)):
+            problems = output_problems(res, files_of)
+            if problems:
+                log_stale(task_, problems)
                 stale.append(i)
         else:
             out.append((kw, None, _error_of(fut)))
@@ -254,8 +265,12 @@ def gather_reporting(
         for i, fut in refutures.items():
             fut.wait()
             ok = fut.state.is_completed()
-            out[i] = (calls[i], fut.result() if ok else None, None if ok else _error_of(fut))
-    return out
+            res = fut.result() if ok else None
+            err = None if ok else _error_of(fut)
+            if ok and (problems := output_problems(res, files_of)):
+                res, err = None, f"outputs inconsistent after a re-run: {problems[:5]}"
+            out[i] = (calls[i], res, err)
+    return [(kw, strip_hashes(res), err) for kw, res, err in out]
 
 
 def _error_of(fut: Any) -> str:

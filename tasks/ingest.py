@@ -1,7 +1,7 @@
 """Prefect tasks around :mod:`brainxai.ingest` and :mod:`brainxai.splits`.
 
-Per-source ingestion is cached on a cheap fingerprint of the source tree
-(relative path, size, mtime of every file) plus config and code; its tables go to
+Per-source ingestion is cached on a content fingerprint of the source tree
+(relative path + sha256 of every file) plus config and code; its tables go to
 ``data/interim/ingest``. The split task is cached on the sha256 of those tables.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -20,52 +21,51 @@ from brainxai import ingest as ing
 from brainxai.ingest.datacard import data_card
 from brainxai.manifest import read_table, write_table
 from brainxai.splits import SplitConfig, assign_splits, check_leakage
-from tasks.caching import code_policy
-
-INGEST_CODE = ("brainxai.ingest", "brainxai.labels", "brainxai.manifest")
-SPLIT_CODE = ("brainxai.splits", "brainxai.ingest", "brainxai.manifest", "brainxai.labels")
+from tasks.caching import code_policy, file_sha256, hashed_outputs
 
 
 def tree_fingerprint(*roots: str | Path | None) -> str:
-    """sha256 over (relative path, size, mtime_ns) of every file under the roots."""
+    """sha256 over (relative path, sha256 of the bytes) of every file under the roots (a
+    root that is a file: its name and content); a dangling link or a symlink loop is
+    recorded as ``broken-link`` (ingestion quarantines it)."""
     h = hashlib.sha256()
     for root in roots:
         if root is None:
             continue
         root = Path(root)
         if root.is_file():
-            st = root.stat()
-            h.update(f"{root.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            h.update(f"{root.name}|{_content_id(root)}\n".encode())
             continue
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
             for name in sorted(filenames):
                 f = Path(dirpath) / name
-                try:
-                    st = f.stat()
-                except OSError:  # a symlink loop or dangling link: ingestion quarantines it
-                    h.update(f"{f.relative_to(root).as_posix()}|broken-link\n".encode())
-                    continue
-                h.update(
-                    f"{f.relative_to(root).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode()
-                )
+                h.update(f"{f.relative_to(root).as_posix()}|{_content_id(f)}\n".encode())
     return h.hexdigest()[:16]
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _content_id(f: Path) -> str:
+    """sha256 of a file's bytes; ``broken-link`` for a dangling link or a symlink loop,
+    ``special`` for a FIFO/socket/device, ``unreadable|size|mtime`` when it cannot be read."""
+    try:
+        st = f.stat()
+    except OSError:  # a symlink loop or dangling link: ingestion quarantines it
+        return "broken-link"
+    if not stat.S_ISREG(st.st_mode):
+        return "special"
+    try:
+        return file_sha256(f)
+    except OSError:
+        return f"unreadable|{st.st_size}|{st.st_mtime_ns}"
 
 
 @task(
     name="ingest-source",
-    cache_policy=code_policy(*INGEST_CODE),
+    cache_policy=code_policy(__name__),
     persist_result=True,
     task_run_name="ingest-{name}",
 )
+@hashed_outputs
 def ingest_source(
     name: str,
     layout: str,
@@ -113,7 +113,8 @@ def ingest_source(
     }
 
 
-@task(name="split-and-card", cache_policy=code_policy(*SPLIT_CODE), persist_result=True)
+@task(name="split-and-card", cache_policy=code_policy(__name__), persist_result=True)
+@hashed_outputs
 def split_and_card(
     sources: list[dict[str, Any]],
     ingest_cfg: dict[str, Any],

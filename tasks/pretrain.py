@@ -37,10 +37,9 @@ from brainxai.ssl import (
     select_items,
 )
 from brainxai.ssl.cache import IMAGES, INDEX
-from tasks.caching import code_policy
+from tasks.caching import code_policy, hashed_outputs
 from tasks.gpu import GPU_TAG, on_gpu_slot
 
-CACHE_CODE = ("brainxai.ssl.cache", "brainxai.ssl.volumes", "brainxai.ssl.dataset")
 STEP_KEYS = ("loss", "lr", "images_per_s", "gpu_mem_gb", "grad_norm")
 
 
@@ -65,7 +64,8 @@ def spec_of(framework: str, cfg: dict[str, Any], data_id: str) -> PretrainSpec:
     )
 
 
-@task(name="pretrain-cache", cache_policy=code_policy(*CACHE_CODE), persist_result=True)
+@task(name="pretrain-cache", cache_policy=code_policy(__name__), persist_result=True)
+@hashed_outputs
 def pretrain_cache(
     manifest_path: str,
     manifest_sha256: str,
@@ -123,11 +123,12 @@ class MlflowStream:
 
 @task(
     name="pretrain-framework",
-    cache_policy=code_policy("brainxai.ssl") - "mlflow_run_id",
+    cache_policy=code_policy(__name__) - "mlflow_run_id",
     persist_result=True,
     retries=1,
     tags=[GPU_TAG],
 )
+@hashed_outputs
 @on_gpu_slot
 def pretrain_framework(
     framework: str,

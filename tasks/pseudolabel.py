@@ -19,10 +19,8 @@ from prefect import task
 from brainxai.pseudolabel import PseudolabelConfig, make_proposer, pseudolabel_subject
 from brainxai.pseudolabel.proposers.openai_client import EndpointError
 from brainxai.standardize import set_threads
-from tasks.caching import code_policy
+from tasks.caching import code_policy, hashed_outputs
 from tasks.gpu import GPU_TAG, on_gpu_slot
-
-PSEUDOLABEL_CODE = ("brainxai.pseudolabel", "brainxai.standardize.register")
 
 
 def transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -38,7 +36,7 @@ def transient(task: Any, task_run: Any, state: Any) -> bool:
 
 @task(
     name="pseudolabel-subject",
-    cache_policy=code_policy(*PSEUDOLABEL_CODE),
+    cache_policy=code_policy(__name__),
     persist_result=True,
     task_run_name="pseudolabel-{subject}",
     retries=2,
@@ -46,6 +44,7 @@ def transient(task: Any, task_run: Any, state: Any) -> bool:
     retry_condition_fn=transient,
     tags=[GPU_TAG],
 )
+@hashed_outputs
 @on_gpu_slot
 def pseudolabel_one(
     subject: str,

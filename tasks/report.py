@@ -15,18 +15,7 @@ from typing import Any
 from prefect import task
 
 from brainxai.report import StudyLayout, build_report
-from tasks.caching import code_policy
-
-REPORT_CODE = (
-    "brainxai.report",
-    "brainxai.evaluation",
-    "brainxai.classify3d.report",
-    "brainxai.xai.tracking",
-    "brainxai.xai.evalset",
-    "brainxai.xai.heatmap_store",
-    "brainxai.splits",
-    "brainxai.labels",
-)
+from tasks.caching import code_policy, hashed_outputs
 
 
 def inputs_fingerprint(root: str | Path, params: dict[str, Any]) -> str:
@@ -41,7 +30,8 @@ def inputs_fingerprint(root: str | Path, params: dict[str, Any]) -> str:
     return h.hexdigest()[:16]
 
 
-@task(name="report", cache_policy=code_policy(*REPORT_CODE), persist_result=True)
+@task(name="report", cache_policy=code_policy(__name__), persist_result=True)
+@hashed_outputs
 def write_report(
     root: str, params: dict[str, Any], fingerprint: str, out: str | None = None
 ) -> dict[str, Any]:

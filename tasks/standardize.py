@@ -20,9 +20,7 @@ from typing import Any
 from prefect import task
 
 from brainxai.standardize import BadInput, StandardizeConfig, set_threads, standardize_subject
-from tasks.caching import code_policy
-
-STANDARDIZE_CODE = ("brainxai.standardize",)
+from tasks.caching import code_policy, hashed_outputs
 
 
 def transient_io(task: Any, task_run: Any, state: Any) -> bool:
@@ -50,12 +48,13 @@ def _quarantined(subject: str, reason: str, detail: str) -> dict[str, Any]:
 
 @task(
     name="standardize-subject",
-    cache_policy=code_policy(*STANDARDIZE_CODE),
+    cache_policy=code_policy(__name__),
     persist_result=True,
     task_run_name="standardize-{subject}",
     retries=1,
     retry_condition_fn=transient_io,
 )
+@hashed_outputs
 def standardize_one(
     subject: str,
     images: dict[str, str],

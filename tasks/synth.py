@@ -14,15 +14,13 @@ from typing import Any
 from prefect import task
 
 from brainxai import synth
-from tasks.caching import code_policy
+from tasks.caching import code_policy, hashed_outputs
 from tasks.transient import (
     TRANSIENT_RETRIES,
     TRANSIENT_RETRY_DELAYS_S,
     inject_fault,
     retry_on_transient_io,
 )
-
-SYNTH_CODE = ("brainxai.synth", "brainxai.labels")
 
 
 def _plan(kind: str, cfg: synth.SynthConfig, seed: int) -> list[synth.SubjectSpec]:
@@ -33,7 +31,7 @@ def _plan(kind: str, cfg: synth.SynthConfig, seed: int) -> list[synth.SubjectSpe
     raise ValueError(f"unknown synthetic export {kind!r}")
 
 
-@task(name="synth-plan", cache_policy=code_policy(*SYNTH_CODE), persist_result=True)
+@task(name="synth-plan", cache_policy=code_policy(__name__), persist_result=True)
 def plan_subjects(kind: str, cfg: dict[str, Any], seed: int) -> int:
     """Number of subjects the export will hold."""
     return len(_plan(kind, synth.SynthConfig.from_dict(cfg), seed))
@@ -41,13 +39,14 @@ def plan_subjects(kind: str, cfg: dict[str, Any], seed: int) -> int:
 
 @task(
     name="synth-shard",
-    cache_policy=code_policy(*SYNTH_CODE),
+    cache_policy=code_policy(__name__),
     persist_result=True,
     task_run_name="synth-{kind}-{indices[0]}",
     retries=TRANSIENT_RETRIES,
     retry_delay_seconds=TRANSIENT_RETRY_DELAYS_S,
     retry_condition_fn=retry_on_transient_io,
 )
+@hashed_outputs
 def write_shard(
     kind: str,
     cfg: dict[str, Any],
@@ -81,7 +80,8 @@ def _files_of(kind: str, items: list[dict], out_dir: str, meta_dir: str | None) 
     ]
 
 
-@task(name="synth-finalize", cache_policy=code_policy(*SYNTH_CODE), persist_result=True)
+@task(name="synth-finalize", cache_policy=code_policy(__name__), persist_result=True)
+@hashed_outputs
 def finalize(
     kind: str,
     cfg: dict[str, Any],
@@ -107,7 +107,8 @@ def finalize(
     }
 
 
-@task(name="plant-faults", cache_policy=code_policy("brainxai.faults"), persist_result=True)
+@task(name="plant-faults", cache_policy=code_policy(__name__), persist_result=True)
+@hashed_outputs
 def plant_faults(
     image_root: str, counts: dict[str, int], seed: int, faults_csv: str, synth_key: str
 ) -> dict[str, Any]:

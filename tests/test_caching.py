@@ -7,12 +7,13 @@ from pathlib import Path
 from prefect import flow, task
 
 import tasks  # noqa: F401  (embedded defaults before prefect)
-from tasks.caching import code_policy, package_hash, run_cached
+from tasks.caching import code_policy, hashed_outputs, package_hash, run_cached
 
 CALLS: list[int] = []
 
 
 @task(cache_policy=code_policy("brainxai.labels"), persist_result=True)
+@hashed_outputs
 def _write(x: int, out: str) -> dict:
     CALLS.append(x)
     Path(out).write_text(str(x * 2))

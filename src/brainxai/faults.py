@@ -11,13 +11,14 @@ quarantine reason ingestion must give it.
 from __future__ import annotations
 
 import csv
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from brainxai.atomic import atomic_open, atomic_path, copy_atomic, is_temp, write_bytes_atomic
 
 #: fault kind -> quarantine reason expected from ingestion
 EXPECTED_REASON: dict[str, str] = {
@@ -43,7 +44,9 @@ class Fault:
 
 
 def _images(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    return sorted(
+        p for p in root.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES and not is_temp(p)
+    )
 
 
 def plant_faults(root: Path, counts: Mapping[str, int], seed: int) -> list[Fault]:
@@ -72,26 +75,28 @@ def plant_faults(root: Path, counts: Mapping[str, int], seed: int) -> list[Fault
             name = f"fault-{kind}-{i}{src.suffix}"
             if kind == "truncated":
                 dest = src.parent / name
-                dest.write_bytes(data[: len(data) // 2])
+                write_bytes_atomic(dest, data[: len(data) // 2])
             elif kind == "corrupt":
                 dest = src.parent / name
-                dest.write_bytes(rng.integers(0, 256, size=len(data), dtype=np.uint8).tobytes())
+                write_bytes_atomic(
+                    dest, rng.integers(0, 256, size=len(data), dtype=np.uint8).tobytes()
+                )
             elif kind == "empty":
                 dest = src.parent / name
-                dest.write_bytes(b"")
+                write_bytes_atomic(dest, b"")
             elif kind == "unknown_label":
                 dest = root / UNKNOWN_FOLDER / name
                 dest.parent.mkdir(exist_ok=True)
                 # mirrored, so it is a new image rather than a duplicate of its source
-                with Image.open(src) as im:
-                    im.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(dest)
+                with Image.open(src) as im, atomic_path(dest) as tmp:
+                    im.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp)
             elif kind == "duplicate":
                 dest = src.parent / name
-                shutil.copyfile(src, dest)
+                copy_atomic(src, dest)
             else:  # conflicting_duplicate
                 others = [f for f in folders if f != src.parent]
                 dest = others[int(rng.integers(len(others)))] / name
-                shutil.copyfile(src, dest)
+                copy_atomic(src, dest)
             planted.append(
                 Fault(kind, dest.relative_to(root).as_posix(), src.relative_to(root).as_posix(),
                       EXPECTED_REASON[kind])
@@ -100,8 +105,7 @@ def plant_faults(root: Path, counts: Mapping[str, int], seed: int) -> list[Fault
 
 
 def write_faults(faults: list[Fault], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
+    with atomic_open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["kind", "path", "source", "expected_reason"])
         for f in faults:

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from brainxai.atomic import write_text_atomic
+
 
 def strict(obj: Any) -> Any:
     """A JSON-able copy of ``obj`` with every non-finite float replaced by ``None``."""
@@ -35,9 +37,9 @@ def strict(obj: Any) -> Any:
 
 
 def write_json(path: str | Path, obj: Any, indent: int = 2) -> Path:
-    """Write ``strict(obj)`` (sorted keys, trailing newline); parents are created."""
+    """Write ``strict(obj)`` (sorted keys, trailing newline) atomically; parents are created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(strict(obj), indent=indent, sort_keys=True, allow_nan=False)
-    path.write_text(text + "\n")
+    write_text_atomic(path, text + "\n")
     return path

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from brainxai.atomic import to_parquet_atomic
+
 #: Column name -> pandas dtype of the manifest written by ingestion.
 COLUMNS: dict[str, str] = {
     "record_id": "string",  # stable id: sha256 of (dataset, relative path)[:16]
@@ -72,10 +74,10 @@ def conform(df: pd.DataFrame, columns: dict[str, str] = COLUMNS) -> pd.DataFrame
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write a manifest/quarantine table as parquet (deterministic row order kept)."""
+    """Write a manifest/quarantine table as parquet, atomically (row order kept)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    df.reset_index(drop=True).to_parquet(path, index=False)
+    to_parquet_atomic(df.reset_index(drop=True), path, index=False)
     return path
 
 

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from brainxai.atomic import torch_save_atomic
 from brainxai.classify3d.config import ModelConfig, VariantConfig
 
 CHECKPOINT_FORMAT = "brainxai.classify3d/1"
@@ -291,11 +292,8 @@ def save_model(path: str | Path, model: Classify3DModel, meta: dict[str, Any]) -
         if key not in meta:
             raise ValueError(f"checkpoint meta lacks {key!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "state_dict": state, "meta": dict(meta)}, tmp)
-    tmp.replace(path)
+    torch_save_atomic({"format": CHECKPOINT_FORMAT, "state_dict": state, "meta": dict(meta)}, path)
     return path
 
 

@@ -202,16 +202,16 @@ def save_confusion(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from brainxai.atomic import savefig_atomic, to_csv_atomic
+
     conf = np.asarray(confusion, dtype=np.int64)
     names = list(class_names)
     k = len(names)
     if conf.shape != (k, k):
         raise ValueError(f"confusion must be {k}×{k}, got {conf.shape}")
     png_path, csv_path = Path(png_path), Path(csv_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(conf, index=pd.Index(names, name="true"), columns=names)
-    frame.to_csv(csv_path)
+    to_csv_atomic(frame, csv_path)
 
     rows = conf.sum(axis=1, keepdims=True)
     frac = np.divide(conf, rows, out=np.zeros(conf.shape), where=rows > 0)
@@ -240,5 +240,5 @@ def save_confusion(
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"confusion (N = {int(conf.sum())})")
-    fig.savefig(png_path)
+    savefig_atomic(fig, png_path)
     return png_path, csv_path

@@ -17,6 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
+from brainxai.atomic import savefig_atomic
+
 BASELINE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 2.2, "marker": "s"}
 
 
@@ -99,6 +101,5 @@ def label_efficiency(
         title_fontsize=7,
     )
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    savefig_atomic(fig, path)
     return path

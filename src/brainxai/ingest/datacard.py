@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from brainxai.atomic import write_text_atomic
 from brainxai.ingest.common import REASONS
 from brainxai.manifest import SPLITS
 
@@ -178,3 +181,11 @@ def _markdown(card: dict[str, Any], img_tab: pd.DataFrame, sub_tab: pd.DataFrame
     if card["notes"]:
         out += ["## Notes", ""] + [f"- {n}" for n in card["notes"]] + [""]
     return "\n".join(out)
+
+
+def write_data_card(
+    card: dict[str, Any], markdown: str, md_path: str | Path, json_path: str | Path
+) -> tuple[Path, Path]:
+    """Write :func:`data_card`'s two outputs atomically (JSON: sorted keys, indent 2)."""
+    text = json.dumps(card, indent=2, sort_keys=True, default=str) + "\n"
+    return write_text_atomic(md_path, markdown), write_text_atomic(json_path, text)

@@ -36,6 +36,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
+from brainxai.atomic import atomic_path
 from brainxai.ingest.common import Candidate, Discovery, Reject, pmap, salted_hash, walk
 from brainxai.ingest.config import IngestConfig
 from brainxai.labels import DIAGNOSES_3D
@@ -293,8 +294,8 @@ def convert_series(job: _Job) -> Candidate | Reject:
         img = reader.Execute()
         for key in img.GetMetaDataKeys():
             img.EraseMetaData(key)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(img, str(out), True)
+        with atomic_path(out) as tmp:
+            sitk.WriteImage(img, str(tmp), True)
     except RuntimeError as exc:
         return reject("decode_error", f"SimpleITK: {str(exc).strip().splitlines()[-1][:120]}")
     return Candidate(

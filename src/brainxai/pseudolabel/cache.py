@@ -4,18 +4,18 @@ The key is ``sha256`` of the image's pixel hash, the exact prompt text, the mode
 and the generation settings, so a re-run (or a run resumed after a crash) never asks
 the model again for a slice it has answered; the raw text is stored (not the parsed
 boxes), so a parser change re-parses without re-querying. Writes are atomic
-(temporary file + ``os.replace``): a crash never leaves a half-written entry, and
-processes or threads may share one cache directory.
+(:func:`brainxai.atomic.atomic_open`: temporary file, fsync, ``os.replace``): a crash
+never leaves a half-written entry, and processes or threads may share one cache directory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from brainxai.atomic import atomic_open, is_temp
 
 
 def cache_key(image_sha: str, prompt: str, model: str, settings: dict[str, Any]) -> str:
@@ -46,11 +46,10 @@ class ResponseCache:
 
     def put(self, key: str, text: str, meta: dict[str, Any] | None = None) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with atomic_open(path, "w", encoding="utf-8") as fh:
             json.dump({"text": text, **(meta or {})}, fh)
-        os.replace(tmp, path)
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.root.glob("*/*.json")) if self.root.exists() else 0
+        if not self.root.exists():
+            return 0
+        return sum(1 for p in self.root.glob("*/*.json") if not is_temp(p))

@@ -19,6 +19,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from brainxai.atomic import atomic_path, save_nifti_atomic, write_text_atomic
 from brainxai.pseudolabel.config import PseudolabelConfig
 from brainxai.pseudolabel.metrics import box_iou_per_slice, mask_quality
 from brainxai.pseudolabel.proposers.base import Proposer
@@ -50,7 +51,8 @@ def to_native(
         ants.image_read(mask_path), ants.image_read(native_ref), list(transforms),
         kind="mask", invert=tuple(invert),
     )  # fmt: skip
-    ants.image_write(moved.clone("unsigned char"), out)
+    with atomic_path(out) as tmp:
+        ants.image_write(moved.clone("unsigned char"), str(tmp))
     return out
 
 
@@ -93,7 +95,7 @@ def pseudolabel_subject(
     files = output_files(out_dir, native_ref is not None)
     for name, m in masks.items():
         save_mask(m, subject.affine, files[name])
-    nib.save(nib.Nifti1Image(prior.astype(np.float32), subject.affine), files["prior"])
+    save_nifti_atomic(nib.Nifti1Image(prior.astype(np.float32), subject.affine), files["prior"])
     if native_ref is not None:
         invert = [t.endswith(".mat") for t in xfm_inv]
         to_native(files["union"], native_ref, xfm_inv, invert, files["native_union"])
@@ -119,8 +121,9 @@ def pseudolabel_subject(
         record["box_iou_slices"] = ious
         record["voxels_truth"] = int(truth.sum())
     record["seconds_total"] = round(time.perf_counter() - t0, 3)
-    Path(files["answers"]).write_text(
-        json.dumps({"record": record, "answers": [a.to_dict() for a in answers]}, indent=1) + "\n"
+    write_text_atomic(
+        files["answers"],
+        json.dumps({"record": record, "answers": [a.to_dict() for a in answers]}, indent=1) + "\n",
     )
     record["files"] = files
     return record

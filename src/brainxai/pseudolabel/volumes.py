@@ -9,6 +9,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from brainxai.atomic import save_nifti_atomic
+
 
 @dataclass(frozen=True)
 class SubjectVolumes:
@@ -50,9 +52,8 @@ def load_subject(images: Mapping[str, str | Path], brain_mask: str | Path) -> Su
 
 def save_mask(mask: np.ndarray, affine: np.ndarray, path: str | Path) -> str:
     """A uint8 NIfTI mask on the given grid."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     img = nib.Nifti1Image(mask.astype(np.uint8), affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    nib.save(img, str(path))
+    save_nifti_atomic(img, path)
     return str(path)

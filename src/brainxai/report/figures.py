@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 from PIL import Image
 
+from brainxai.atomic import savefig_atomic
 from brainxai.evaluation.metrics import save_confusion
 from brainxai.evaluation.plots import label_efficiency
 
@@ -48,7 +49,7 @@ def new_figure(width: float, height: float, dpi: int) -> MplFigure:
 def save(fig: MplFigure, out_dir: Path, name: str, caption: str) -> Figure:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.png"
-    fig.savefig(path, facecolor="white")
+    savefig_atomic(fig, path, facecolor="white")
     return embed(path, name, caption)
 
 

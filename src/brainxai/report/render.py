@@ -15,6 +15,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from brainxai.atomic import write_text_atomic
 from brainxai.report.figures import Figure
 
 TEMPLATE = "report.html.j2"
@@ -91,6 +92,5 @@ def render_html(title: str, subtitle: str, sections: list[Section], meta: dict[s
 
 
 def write_html(path: Path, html: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html, encoding="utf-8")
+    write_text_atomic(path, html, encoding="utf-8")
     return path

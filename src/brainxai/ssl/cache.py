@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from brainxai.atomic import atomic_path, to_parquet_atomic
 from brainxai.ssl.volumes import axial_slices
 
 IMAGES = "images.npy"
@@ -63,27 +64,16 @@ def fingerprint(items: pd.DataFrame, size: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def build_cache(
+def _fill(
+    arr: np.ndarray,
     items: pd.DataFrame,
-    base_dir: str | Path,
-    out_dir: str | Path,
+    base: Path,
     size: int,
-    workers: int = 2,
-    volume_opts: tuple[float, float] = (0.6, 99.5),
-) -> dict[str, object]:
-    """Decode ``items`` (columns ``key, path, kind, slice, n_slices``) into ``out_dir``.
-
-    2D rows are decoded one file each; 3D rows of one volume share one volume load.
-    Returns counts: ``n`` = ``ok`` + ``failed`` and the failures' reasons.
-    """
-    base = Path(base_dir)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    items = items.reset_index(drop=True)
-    arr = np.lib.format.open_memmap(
-        out / (IMAGES + ".tmp"), mode="w+", dtype=np.uint8, shape=(len(items), size, size)
-    )
-    reasons: list[str] = [""] * len(items)
+    workers: int,
+    volume_opts: tuple[float, float],
+    reasons: list[str],
+) -> None:
+    """Decode every row of ``items`` into ``arr[row]``; failures go to ``reasons[row]``."""
 
     def run_2d(i: int) -> None:
         try:
@@ -107,10 +97,37 @@ def build_cache(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         list(pool.map(run_2d, two_d))
         list(pool.map(run_3d, [sorted(v.tolist()) for v in vols.values()]))
-    arr.flush()
-    (out / (IMAGES + ".tmp")).replace(out / IMAGES)
+
+
+def build_cache(
+    items: pd.DataFrame,
+    base_dir: str | Path,
+    out_dir: str | Path,
+    size: int,
+    workers: int = 2,
+    volume_opts: tuple[float, float] = (0.6, 99.5),
+) -> dict[str, object]:
+    """Decode ``items`` (columns ``key, path, kind, slice, n_slices``) into ``out_dir``.
+
+    2D rows are decoded one file each; 3D rows of one volume share one volume load.
+    Returns counts: ``n`` = ``ok`` + ``failed`` and the failures' reasons.
+    """
+    base = Path(base_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    items = items.reset_index(drop=True)
+    reasons: list[str] = [""] * len(items)
+    # The memmap is filled under a temporary name and renamed once flushed and fsync-ed:
+    # a killed build never leaves a half-filled images.npy behind.
+    with atomic_path(out / IMAGES) as tmp:
+        arr = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(len(items), size, size)
+        )
+        _fill(arr, items, base, size, workers, volume_opts, reasons)
+        arr.flush()
+        del arr
     index = items.assign(row=np.arange(len(items)), ok=[r == "" for r in reasons], reason=reasons)
-    index.to_parquet(out / INDEX, index=False)
+    to_parquet_atomic(index, out / INDEX, index=False)
     failed = index[~index["ok"]]
     return {
         "n": len(index),

@@ -2,8 +2,9 @@
 
 A checkpoint holds the framework's ``state_dict`` (backbone, heads, momentum encoders,
 DINO's centre), the optimizer state, the epoch/step reached, the metric history, the RNG
-states and a digest of the configuration; it is written atomically (temp file + rename)
-with ``torch.save`` and read back with ``torch.load(weights_only=True)`` (no pickled code).
+states and a digest of the configuration; it is written atomically with ``torch.save``
+(:mod:`brainxai.atomic`: temporary file, fsync, rename) and read back with
+``torch.load(weights_only=True)`` (no pickled code).
 The LR/momentum schedules are pure functions of the step, so the step is their state.
 The final backbone is exported as ``safetensors``.
 """
@@ -18,6 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from brainxai.atomic import torch_save_atomic, write_atomic
+
 _NAME = re.compile(r"^epoch-(\d{4,})\.pt$")
 
 
@@ -26,12 +29,7 @@ def checkpoint_path(directory: Path, epoch: int) -> Path:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-    return path
+    return torch_save_atomic(state, path)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -65,11 +63,8 @@ def prune(directory: Path, keep: int) -> None:
 
 def save_backbone(module: nn.Module, path: Path) -> Path:
     """Backbone weights as safetensors (contiguous CPU tensors)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    save_file(state, str(path))
-    return path
+    return write_atomic(path, lambda tmp: save_file(state, str(tmp)))
 
 
 def rng_state() -> dict[str, Any]:

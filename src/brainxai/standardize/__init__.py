@@ -10,7 +10,7 @@ Public API: :class:`StandardizeConfig`, :func:`standardize_subject` (one session
 from brainxai.standardize.config import StandardizeConfig
 from brainxai.standardize.errors import REASONS, BadInput
 from brainxai.standardize.manifest import extend_manifest, subject_table
-from brainxai.standardize.pipeline import output_files, standardize_subject
+from brainxai.standardize.pipeline import output_files, read_qc, standardize_subject, write_qc
 from brainxai.standardize.threads import set_threads, threads_per_worker
 
 __all__ = [
@@ -19,8 +19,10 @@ __all__ = [
     "StandardizeConfig",
     "extend_manifest",
     "output_files",
+    "read_qc",
     "set_threads",
     "standardize_subject",
     "subject_table",
     "threads_per_worker",
+    "write_qc",
 ]

@@ -12,6 +12,7 @@ measures and a montage are written. Nothing here holds more than one subject.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from typing import Any
 
 import ants
 
+from brainxai.atomic import atomic_path, write_text_atomic
 from brainxai.standardize.bias import n4
 from brainxai.standardize.config import StandardizeConfig
 from brainxai.standardize.errors import BadInput
@@ -50,10 +52,57 @@ def output_files(out_dir: Path, sequences: list[str], lesion: bool) -> dict[str,
 
 
 def _save(img: ants.ANTsImage, path: str | Path, dtype: str = "float32") -> str:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     out = img.clone("unsigned char") if dtype == "uint8" else img
-    ants.image_write(out, str(path))
+    with atomic_path(path) as tmp:
+        ants.image_write(out, str(tmp))
     return str(path)
+
+
+#: The path-valued entries of ``qc.json``: a name -> path dict and lists of paths.
+_PATH_DICTS = ("files",)
+_PATH_LISTS = ("xfm_fwd", "xfm_inv")
+
+
+def _map_paths(result: Mapping[str, Any], fn: Any) -> dict[str, Any]:
+    out = dict(result)
+    for key in _PATH_DICTS:
+        if key in out:
+            out[key] = {k: fn(v) for k, v in out[key].items()}
+    for key in _PATH_LISTS:
+        if key in out:
+            out[key] = [fn(v) for v in out[key]]
+    if "coregistration" in out:
+        out["coregistration"] = {k: [fn(v) for v in vs] for k, vs in out["coregistration"].items()}
+    return out
+
+
+def write_qc(result: Mapping[str, Any], path: str | Path) -> Path:
+    """Write ``qc.json`` atomically with every path relative to the file's directory.
+
+    The session directory (or the whole study tree) can then be moved or copied
+    elsewhere and :func:`read_qc` still finds the files.
+    """
+    path = Path(path)
+    base = path.parent
+
+    def rel(p: str) -> str:
+        return Path(os.path.relpath(Path(p), base)).as_posix()
+
+    doc = {**_map_paths(result, rel), "paths_relative_to": "qc.json directory"}
+    text = json.dumps(doc, indent=1, sort_keys=True, default=float) + "\n"
+    return write_text_atomic(path, text)
+
+
+def read_qc(path: str | Path) -> dict[str, Any]:
+    """Read ``qc.json``; its (relative) paths are resolved against the file's directory.
+
+    Absolute paths (files written before paths were relative) are returned unchanged.
+    """
+    path = Path(path)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc.pop("paths_relative_to", None)
+    base = path.parent
+    return _map_paths(doc, lambda p: str(base / p))
 
 
 def standardize_subject(
@@ -168,5 +217,5 @@ def standardize_subject(
         "coregistration": coreg,
         "qc": qc,
     }
-    Path(files["qc"]).write_text(json.dumps(result, indent=1, sort_keys=True, default=float) + "\n")
+    write_qc(result, files["qc"])
     return result

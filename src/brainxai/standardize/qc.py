@@ -7,6 +7,8 @@ from pathlib import Path
 import ants
 import numpy as np
 
+from brainxai.atomic import savefig_atomic
+
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Sorensen-Dice ``2|A&B| / (|A|+|B|)`` of two binary arrays (1.0 when both empty)."""
@@ -71,6 +73,6 @@ def montage(image: np.ndarray, outline: np.ndarray, path: str | Path, title: str
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    savefig_atomic(fig, path)
     plt.close(fig)
     return path

@@ -22,6 +22,7 @@ from pathlib import Path
 import ants
 import numpy as np
 
+from brainxai.atomic import copy_atomic
 from brainxai.standardize.config import RegistrationConfig
 from brainxai.standardize.errors import BadInput
 from brainxai.standardize.orient import APPLY_INTERP, ImageKind
@@ -54,7 +55,7 @@ class Transforms:
                 dst = out_dir / f"{prefix}_warp.nii.gz"
             else:
                 dst = out_dir / f"{prefix}_affine.mat"
-            shutil.copyfile(src, dst)
+            copy_atomic(src, dst)
             names[f] = str(dst)
         self.discard()
         return Transforms(

@@ -30,6 +30,7 @@ import nibabel as nib
 import numpy as np
 
 from brainxai import __version__
+from brainxai.atomic import atomic_open, save_nifti_atomic, write_text_atomic
 from brainxai.labels import BIDS_SUFFIX, DIAGNOSES_3D, LESION_REGIONS, SEQUENCES_3D, TISSUE_LABELS
 from brainxai.synth.config import SynthConfig, json_ready
 from brainxai.synth.spec import SubjectSpec, make_specs
@@ -85,13 +86,11 @@ def save_nifti(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
     img.header.set_xyzt_units("mm")
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, path)
+    save_nifti_atomic(img, path)
 
 
 def write_json(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(json_ready(obj), indent=1, sort_keys=True) + "\n")
+    write_text_atomic(path, json.dumps(json_ready(obj), indent=1, sort_keys=True) + "\n")
 
 
 def write_subject3d(spec: SubjectSpec, out_dir: Path | str, cfg: SynthConfig) -> dict[str, Any]:
@@ -153,7 +152,7 @@ def finalize_cohort3d(
             }
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "participants.tsv", "w", newline="") as fh:
+    with atomic_open(out_dir / "participants.tsv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, PARTICIPANT_COLUMNS, delimiter="\t", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)

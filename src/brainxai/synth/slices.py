@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from brainxai.atomic import atomic_open, atomic_path
 from brainxai.labels import KAGGLE_GROUPS, SEQUENCES_2D, kaggle_folder
 from brainxai.synth.config import SynthConfig
 from brainxai.synth.spec import SubjectSpec, make_specs
@@ -107,18 +108,18 @@ def write_subject2d(
         is_jpeg = rng.random() < cfg.jpeg_fraction
         quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
         rel = Path(kaggle_folder(spec.phenotype, seq)) / f"{name}.{'jpg' if is_jpeg else 'png'}"
-        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         image = to_uint8(img, (width, height), hi)
-        if is_jpeg:
-            image.save(out_dir / rel, format="JPEG", quality=quality)
-        else:
-            image.save(out_dir / rel, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        with atomic_path(out_dir / rel) as tmp:
+            if is_jpeg:
+                image.save(tmp, format="JPEG", quality=quality)
+            else:
+                image.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
         mask_rel = Path(MASK_DIR) / f"{name}.png"
-        (meta_dir / mask_rel).parent.mkdir(parents=True, exist_ok=True)
         mask_img = Image.fromarray((mask * 255).astype(np.uint8))
-        mask_img.resize((width, height), Image.Resampling.NEAREST).save(
-            meta_dir / mask_rel, format="PNG", compress_level=PNG_COMPRESS_LEVEL
-        )
+        with atomic_path(meta_dir / mask_rel) as tmp:
+            mask_img.resize((width, height), Image.Resampling.NEAREST).save(
+                tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL
+            )
         rows.append(
             {
                 "path": rel.as_posix(),
@@ -138,7 +139,7 @@ def finalize_kaggle2d(meta_dir: Path | str, rows: Iterable[dict[str, Any]]) -> P
     meta_dir.mkdir(parents=True, exist_ok=True)
     ordered = sorted(rows, key=lambda r: (r["path"], r["subject"]))
     path = meta_dir / "subjects.csv"
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, SUBJECT_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows({c: r[c] for c in SUBJECT_COLUMNS} for r in ordered)

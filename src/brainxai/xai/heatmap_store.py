@@ -15,13 +15,14 @@ differences the C-Score or the localisation metrics resolve.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from brainxai.atomic import atomic_open
 
 FORMAT_VERSION = 1
 
@@ -78,10 +79,8 @@ def save_heatmaps(path: str | Path, record: HeatmapRecord, compress: bool = Fals
         "probs": np.asarray(record.probs, dtype=np.float32),
         "meta": np.array(json.dumps(meta, sort_keys=True)),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_open(path, "wb") as fh:
         (np.savez_compressed if compress else np.savez)(fh, **arrays)
-    os.replace(tmp, path)
     return path
 
 

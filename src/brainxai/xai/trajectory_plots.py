@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from brainxai.atomic import savefig_atomic
 from brainxai.xai.tracking import GLOBAL
 
 #: Class panels per row of a trajectory figure.
@@ -63,8 +64,7 @@ def plot_trajectory(table: pd.DataFrame, model: str, method: str, path: str | Pa
     ax.legend(fontsize=7, ncol=min(4, n))
     fig.suptitle(f"{model} · {method}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    savefig_atomic(fig, path, format="png")
     return path
 
 
