@@ -44,8 +44,10 @@ from brainxai.classify3d.data import attach_pseudolabels, select_patients
 from brainxai.classify3d.folds import assign_folds, check_patient_disjoint
 from brainxai.classify3d.report import (
     ablation,
+    label_table,
     markdown_ablation,
     markdown_runs,
+    row_labels,
     run_summary,
 )
 from brainxai.config import config_to_mapping
@@ -53,6 +55,7 @@ from brainxai.jsonio import write_json
 from brainxai.labels import DIAGNOSES_3D
 from brainxai.manifest import read_table
 from brainxai.paths import StudyPaths
+from brainxai.pseudolabel.provenance import proposer_label
 from brainxai.splits import check_subset_leakage
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
@@ -154,6 +157,8 @@ def classify3d_flow(
     have_truth = bool((patients[TRUE_MASK] != "").all())
     runs, plan_notes, comp = plan_runs(cfg, have_pseudo, have_truth)
     notes += plan_notes
+    proposer = proposer_label(pseudo)
+    labels = row_labels(cfg.variants, proposer)
     for n in notes:
         logger.warning(n)
 
@@ -203,7 +208,7 @@ def classify3d_flow(
                         "patients_sha256": sha,
                         "root": str(root_path),
                         "run": run,
-                        "variant": vars(vcfg),
+                        "variant": vcfg.model_fields(),
                         "backbone_spec": cfg.backbones[backbone],
                         "cfg": run_cfg,
                         "class_names": class_names,
@@ -270,17 +275,20 @@ def classify3d_flow(
             preds, base_run, ablation_runs, class_names, cfg.stats.n_bootstrap, cfg.cv.seed,
             cfg.stats.alpha,
         )  # fmt: skip
+        table = label_table(table, labels)
         backbone_runs = [f"{comp}/{b}" for b in dict.fromkeys(
             [cfg.ablation_backbone, *cfg.compare_backbones])]  # fmt: skip
 
         rep = paths.reports / "classify3d"
         rep.mkdir(parents=True, exist_ok=True)
         preds.assign(probs=preds["probs"].map(list)).to_parquet(rep / "predictions.parquet")
-        (rep / "runs.md").write_text(markdown_runs(summary, list(summary)))
+        (rep / "runs.md").write_text(markdown_runs(summary, list(summary), labels))
         (rep / "ablation.md").write_text(
-            markdown_ablation(table) + "".join(f"\n- {n}" for n in notes) + "\n"
-        )
-        (rep / "backbones.md").write_text(markdown_runs(summary, backbone_runs))
+            f"Paper 003 Table 2 rows ①–⑤ and this project's extensions; masks from the "
+            f"{proposer}.\n\n" + markdown_ablation(table)
+            + "".join(f"\n- {n}" for n in notes) + "\n"
+        )  # fmt: skip
+        (rep / "backbones.md").write_text(markdown_runs(summary, backbone_runs, labels))
         _confusions(summary, class_names, rep)
         index = pd.DataFrame(index_rows, columns=list(INDEX_COLUMNS))
         out_root.mkdir(parents=True, exist_ok=True)
@@ -302,6 +310,8 @@ def classify3d_flow(
             "excluded_reasons": excluded["reason"].value_counts().to_dict(),
             "n_folds": cfg.cv.n_folds,
             "pool": list(cfg.cv.pool),
+            "mask_proposer": proposer,
+            "rows": {v: labels[v] for v in dict.fromkeys(v for v, _ in runs)},
             "notes": notes,
             "runs": {
                 r: {

@@ -31,6 +31,7 @@ from brainxai.jsonio import write_json
 from brainxai.manifest import read_table, write_table
 from brainxai.paths import StudyPaths
 from brainxai.pseudolabel import MASKS, PseudolabelConfig
+from brainxai.pseudolabel.provenance import proposer_label, vlm_answers
 from brainxai.splits import check_leakage
 from brainxai.standardize.manifest import session_key
 from tasks.artifacts import publish_stage
@@ -42,9 +43,9 @@ from tasks.tracking import stage_run
 
 #: ``pseudolabels.parquet``: the contract read by the 3D classifier stage.
 COLUMNS: tuple[str, ...] = (
-    "subject", "session", "label", "split", "proposer", "status",
+    "subject", "session", "label", "split", "proposer", "proposer_model", "status",
     "coarse_path", "refined_path", "union_path", "native_union_path",
-    "n_boxes", "empty", "flag",
+    "n_answers", "n_boxes", "empty", "flag",
     *(f"{q}_{m}" for q in ("dice", "hd95", "detected") for m in MASKS),
     "box_iou", "voxels_truth", "voxels_coarse", "voxels_refined", "voxels_union",
     "n_malformed", "n_cached", "seconds_total",
@@ -92,11 +93,15 @@ def session_table(manifest: pd.DataFrame, root: Path) -> list[dict[str, Any]]:
 
 
 def _row(
-    sess: dict[str, Any], res: dict[str, Any] | None, proposer: str, paths: StudyPaths
+    sess: dict[str, Any],
+    res: dict[str, Any] | None,
+    proposer: str,
+    paths: StudyPaths,
+    model: str = "",
 ) -> dict[str, Any]:
     row: dict[str, Any] = {c: None for c in COLUMNS}
     row.update(subject=sess["subject"], session=sess["session"], label=sess["label"],
-               split=sess["split"], proposer=proposer)  # fmt: skip
+               split=sess["split"], proposer=proposer, proposer_model=model)  # fmt: skip
     if res is None or res["status"] != "ok":
         reason = sess["reason"] if res is None else res["reason"]
         row.update(status="failed" if res else "not_standardized", empty=True, n_boxes=0,
@@ -165,7 +170,8 @@ def run_pseudolabel(profile: str | None = None, root: str | None = None) -> dict
         ]
         results = run_cached(pseudolabel_one, lambda r: r["files"], calls)
         by_key = {s["key"]: r for s, r in zip(todo, results, strict=True)}
-        rows = [_row(s, by_key.get(s["key"]), conf.proposer, paths) for s in sessions]
+        model = conf.proposer_model
+        rows = [_row(s, by_key.get(s["key"]), conf.proposer, paths, model) for s in sessions]
         table = pd.DataFrame(rows, columns=list(COLUMNS))
         for r in results:
             if r["status"] != "ok":
@@ -184,6 +190,10 @@ def run_pseudolabel(profile: str | None = None, root: str | None = None) -> dict
         assert n_ok + n_failed + n_skipped == len(sessions), "counts do not add up"
         summary = {
             "proposer": conf.proposer,
+            "proposer_model": model,
+            "proposer_label": proposer_label(table),
+            "prompt_set": conf.prompts.set if conf.proposer != "classical" else None,
+            "vlm_answers": vlm_answers(table),
             "sessions": len(sessions),
             "labelled": n_ok,
             "failed": n_failed,

@@ -89,7 +89,7 @@ def train_run(
         "fold": fold,
         "backbone_spec": backbone_spec,
         "backbone": run.split("/")[1] if "/" in run else "",
-        "variant": {"mask": v.mask, "mask_input": v.mask_input, "attention": v.attention},
+        "variant": v.model_fields(),
         "model_cfg": dict(cfg["model"]),
         "num_classes": len(class_names),
         "class_names": list(class_names),
@@ -99,7 +99,7 @@ def train_run(
         "spacing_mm": cfg.get("spacing_mm"),
         "space": "MNI152NLin2009 (standardized), resized to input_size",
         "mask_source": v.mask,
-        "needs_mask": bool(v.mask_input or v.attention),
+        "needs_mask": v.needs_mask,
     }
     res = train_fold(
         data["train"],

@@ -38,7 +38,7 @@ def test_smoke_counts_by_hand():
     assert t[("finetune", "embeddings")] == 4 + 2  # 4 SSL backbones + random x 2 seeds
     assert t[("finetune", "probe cells")] == 5 * 3 * 2 + 2  # + cache, aggregate
     assert t[("finetune", "fine-tune cells")] == 5 * 3 * 2
-    assert t[("classify3d", "fold runs")] == (3 + 1) * 2  # base/full/oracle + vit, 2 folds
+    assert t[("classify3d", "fold runs")] == (3 + 1) * 2  # base/coarse/full + vit, 2 folds
     # xai upper bound: (10 2D runs x (2 epochs + best) + 4 3D runs x 2 epochs) x 3 methods
     assert t[("xai", "explain (checkpoint x method)")] == (10 * 3 + 4 * 2) * 3
     assert t[("xai", "randomisation (run x method)")] == (10 + 4) * 3
@@ -65,7 +65,8 @@ def test_full_counts_by_hand():
     assert t[("standardize", "3D sessions")] == 248
     assert t[("finetune", "fine-tune cells")] == 5 * 5 * 3  # inits x fractions x seeds
     assert t[("finetune", "embeddings")] == 4 + 3
-    assert t[("classify3d", "fold runs")] == (6 + 3) * 5  # 6 ablation rows + 3 backbones
+    # paper 003 rows ①-⑤ + coarse_maskinput, full_maskinput, oracle; + 3 backbones
+    assert t[("classify3d", "fold runs")] == (8 + 3) * 5
 
 
 def test_costs_scale_the_measured_seconds_by_the_work_ratio():

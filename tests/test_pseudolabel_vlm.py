@@ -1,6 +1,7 @@
 """Both VLM backends end to end on local stand-ins, and the response cache.
 
-``openai``: a small HTTP server on 127.0.0.1 answering in the OpenAI chat format — it
+``openai``: a small HTTP server on 127.0.0.1 answering in the OpenAI chat format (named as a
+Qwen3-VL, so ``prompts.coords: auto`` reads its boxes on the 0-1000 grid) — it
 boxes the lesion on the 0-1000 grid from the truth, answers one slice with prose first
 (-> strict retry), fails once with 503 (-> back-off retry), records the concurrency
 it sees, and can "crash" after N answers (-> the re-run asks only the missing slices).
@@ -127,7 +128,7 @@ def test_openai_backend_end_to_end_with_retries_and_cache(tmp_path: Path, fake_s
     rows = (ny - 1 - jj.max(), ny - jj.min())  # anterior at the top
     state.box = [round(1000 * cols[0] / nx), round(1000 * rows[0] / ny),
                  round(1000 * cols[1] / nx), round(1000 * rows[1] / ny)]  # fmt: skip
-    cfg = _vlm_cfg("openai", base_url=url, model="fake-qwen", max_concurrency=3, retries=2,
+    cfg = _vlm_cfg("openai", base_url=url, model="fake-Qwen3-VL", max_concurrency=3, retries=2,
                    backoff_s=0.01, timeout_s=5.0)  # fmt: skip
     images = {s: files[s] for s in ("T1", "T1C+", "T2", "FLAIR")}
     prop = make_proposer(cfg, cache_dir=tmp_path / "cache")

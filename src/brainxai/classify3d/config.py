@@ -132,28 +132,104 @@ class ModelConfig:
         return config_from_mapping(cls, d)
 
 
+#: Paper 003, Table 2: ablation row -> (VLM-C, Refine, MCA). VLM-C: a coarse mask from the
+#: slice boxes; Refine: the refined prior X_tumor-refined = coarse ∪ voxel MLP (Eq. 5, our
+#: ``union_path``); MCA: masked channel attention (Eqs. 7-9).
+PAPER_ROWS: dict[int, tuple[bool, bool, bool]] = {
+    1: (False, False, False),
+    2: (True, False, False),
+    3: (True, False, True),
+    4: (True, True, False),
+    5: (True, True, True),
+}
+#: How the paper numbers its rows.
+ROW_SYMBOLS: dict[int, str] = {1: "①", 2: "②", 3: "③", 4: "④", 5: "⑤"}
+#: The paper's refined mask (Eq. 5) among the pseudo-label columns.
+REFINED_MASK = "union_path"
+
+
 @dataclass(frozen=True)
 class VariantConfig:
-    """One ablation row: where the mask comes from and how it is used.
+    """One ablation row: where the mask comes from and how the model uses it.
 
     ``mask``: ``None`` (no mask), a pseudo-label column (:data:`PSEUDO_MASKS`) or the true
-    lesion (:data:`TRUE_MASK`, the oracle upper bound). ``mask_input``: the mask is a
-    second input channel of the backbone. ``attention``: mask-guided channel attention.
+    lesion (:data:`TRUE_MASK`, the oracle upper bound). Three ways to use it, any mix:
+    ``attention`` (masked channel attention, paper 003 Eqs. 7-9; the backbone sees the
+    whole brain), ``roi`` (background removal: the backbone sees the image multiplied by
+    the mask — paper 003's rows ② and ④ use the mask without MCA and credit their gain to
+    "background removal") and ``mask_input`` (the mask as a second input channel of the
+    backbone: this project's extension, never a paper row).
+
+    ``paper_row``: the row ①–⑤ of paper 003 Table 2 this variant reproduces (None: an
+    extension). A paper row must have that row's design (:data:`PAPER_ROWS`), the mask
+    never as an input channel, and the mask used through ``roi`` exactly when it has no
+    MCA (checked here).
     """
 
     mask: str | None = None
     mask_input: bool = False
     attention: bool = False
+    roi: bool = False
+    paper_row: int | None = None
 
     def __post_init__(self) -> None:
         if self.mask is not None and self.mask not in (*PSEUDO_MASKS, TRUE_MASK):
             raise ValueError(f"variant mask must be one of {(*PSEUDO_MASKS, TRUE_MASK)}")
-        if self.mask is None and (self.mask_input or self.attention):
-            raise ValueError("a variant without a mask can use neither mask_input nor attention")
+        if self.mask is None and self.needs_mask:
+            raise ValueError(
+                "a variant without a mask can use neither mask_input, attention nor roi"
+            )
+        if self.mask is not None and not self.needs_mask:
+            raise ValueError(
+                f"variant mask {self.mask!r} is unused: set attention, roi or mask_input"
+            )
+        if self.paper_row is not None:
+            self._check_paper_row()
+
+    def _check_paper_row(self) -> None:
+        if self.paper_row not in PAPER_ROWS:
+            raise ValueError(f"paper_row must be one of {sorted(PAPER_ROWS)}, not {self.paper_row}")
+        row = ROW_SYMBOLS[self.paper_row]
+        if self.design != PAPER_ROWS[self.paper_row]:
+            raise ValueError(
+                f"paper row {row} is (VLM-C, Refine, MCA) = {PAPER_ROWS[self.paper_row]}; "
+                f"this variant is {self.design}"
+            )
+        if self.mask_input:
+            raise ValueError(f"paper row {row} never feeds the mask as an input channel")
+        if self.mask is not None and self.roi == self.attention:
+            raise ValueError(
+                f"paper row {row}: the mask is used through MCA on the whole brain, or without "
+                "MCA as background removal (roi), never both or neither"
+            )
+
+    @property
+    def design(self) -> tuple[bool, bool, bool]:
+        """``(VLM-C, Refine, MCA)`` in the terms of paper 003 Table 2."""
+        return (self.needs_pseudolabels, self.mask == REFINED_MASK, self.attention)
+
+    @property
+    def needs_mask(self) -> bool:
+        """The model reads a mask at every forward pass."""
+        return self.mask_input or self.attention or self.roi
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of the backbone: the image, and the mask when ``mask_input``."""
+        return 1 + int(self.mask_input)
 
     @property
     def needs_pseudolabels(self) -> bool:
         return self.mask in PSEUDO_MASKS
+
+    def model_fields(self) -> dict[str, Any]:
+        """What builds the model (a checkpoint's ``variant``; not the row's number)."""
+        return {
+            "mask": self.mask,
+            "mask_input": self.mask_input,
+            "attention": self.attention,
+            "roi": self.roi,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> VariantConfig:
@@ -213,6 +289,9 @@ class Classify3DConfig:
         unknown_rows = sorted(set(self.ablation_rows) - set(self.variants))
         if unknown_rows:
             raise ValueError(f"ablation_rows {unknown_rows} are not among the variants")
+        numbered = [v.paper_row for v in self.variants.values() if v.paper_row is not None]
+        if len(numbered) != len(set(numbered)):
+            raise ValueError(f"two variants claim the same paper_row: {sorted(numbered)}")
         if self.register not in ("headline", "all", "none"):
             raise ValueError(f"register must be headline | all | none, not {self.register!r}")
         names = {self.ablation_backbone, *self.compare_backbones}
@@ -225,6 +304,15 @@ class Classify3DConfig:
         """The ablation rows that run (base first)."""
         rows = list(self.ablation_rows or self.variants)
         return [self.base_variant, *[r for r in rows if r != self.base_variant]]
+
+    @property
+    def paper_rows(self) -> dict[int, str]:
+        """Paper 003 Table 2 row number -> the variant reproducing it (configured ones)."""
+        return {
+            v.paper_row: name
+            for name, v in sorted(self.variants.items(), key=lambda kv: kv[1].paper_row or 0)
+            if v.paper_row is not None
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> Classify3DConfig:

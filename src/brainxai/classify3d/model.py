@@ -14,6 +14,11 @@ With the attention branch disabled the head is ``Linear(Dropout(GAP(F)))``: for 
 DenseNet backbone exactly MONAI ``DenseNet121``'s own classifier. The model returns
 logits; the softmax is applied by :func:`predict_proba` (and inside the loss).
 
+How a variant uses its mask (:class:`~brainxai.classify3d.config.VariantConfig`): through
+the attention only (paper 003 rows ③ and ⑤: the backbone sees the whole brain, one input
+channel), as background removal (``roi``, rows ② and ④: the backbone sees ``x ⊗ M``, one
+channel) or — this project's extension — as a second input channel (``mask_input``).
+
 Backbones (:data:`BACKBONES`): MONAI ``DenseNet`` (121 by default; ``features`` is kept as
 a sub-module so :mod:`brainxai.xai.layers` finds ``features.denseblock4`` for CAMs), the
 SwinUNETR encoder (``SwinTransformer``), ``ViT`` (patch tokens folded back to a grid) and
@@ -218,7 +223,8 @@ def build_backbone(
 
 
 class Classify3DModel(nn.Module):
-    """Backbone features → fusion head; optionally the mask as a 2nd input channel."""
+    """Backbone features → fusion head; the mask gates the image (``roi``), feeds the
+    attention, and/or is a 2nd input channel (``mask_input``)."""
 
     def __init__(
         self,
@@ -231,7 +237,8 @@ class Classify3DModel(nn.Module):
         self.backbone = backbone
         self.head = FusionHead(backbone.out_channels, num_classes, variant.attention, cfg)
         self.mask_input = variant.mask_input
-        self.needs_mask = variant.mask_input or variant.attention
+        self.roi = variant.roi
+        self.needs_mask = variant.needs_mask
         self._mask: Tensor | None = None
 
     def set_mask(self, mask: Tensor | None) -> None:
@@ -258,6 +265,8 @@ class Classify3DModel(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         image, mask = self._split(x, mask)
+        if self.roi and mask is not None:
+            image = image * mask  # background removal: only the masked region is seen
         inp = torch.cat([image, mask], dim=1) if self.mask_input else image
         return self.head(self.backbone(inp), mask if self.head.attention is not None else None)
 
@@ -273,7 +282,7 @@ def build_model(
     """A seeded model (same seed → same initial weights, on every device)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        backbone = build_backbone(backbone_spec, 1 + int(variant.mask_input), input_size)
+        backbone = build_backbone(backbone_spec, variant.in_channels, input_size)
         return Classify3DModel(backbone, num_classes, variant, cfg)
 
 

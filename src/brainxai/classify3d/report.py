@@ -9,6 +9,9 @@ patients outside the CV pool, ``val`` = inner validation), ``subject, y, probs``
   matrix and per-class metrics (every patient predicted once, by the model that did not
   train on it).
 * Held-out set: the fold models' mean probability (ensemble), and each fold model's.
+* Row labels (:func:`row_labels`): paper 003 Table 2's row number ①–⑤ (or
+  "extension") and what the row does, naming the mask's proposer as the pseudo-label
+  table records it (``classical proposer`` unless a VLM answered).
 * Ablation (paired on the same patients, folds and seeds as the base row): patient-level
   paired bootstrap of Δ macro F1 on the pooled out-of-fold predictions, McNemar on
   correctness, Wilcoxon on the per-fold macro F1 (which with ``k`` folds cannot reach
@@ -23,8 +26,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from brainxai.classify3d.config import ROW_SYMBOLS, TRUE_MASK, VariantConfig
 from brainxai.evaluation.metrics import SCALAR_METRICS, classification_metrics
 from brainxai.evaluation.significance import holm, mcnemar, paired_bootstrap, wilcoxon_seeds
+
+#: How a table names each mask source (``union_path`` is paper 003's refined prior, Eq. 5).
+MASK_NAMES = {
+    "coarse_path": "coarse mask",
+    "union_path": "refined mask (coarse ∪ voxel MLP)",
+    "refined_path": "voxel-MLP mask alone",
+    TRUE_MASK: "true lesion mask",
+}
+#: The ``paper_row`` cell of a variant that is not a paper 003 row.
+EXTENSION = "extension"
 
 
 def _arrays(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -129,23 +143,80 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def markdown_runs(summary: dict[str, dict[str, Any]], runs: Sequence[str]) -> str:
-    """Mean ± sd over folds of accuracy, macro P/R/F1, macro AUROC; held-out ensemble F1."""
+def markdown_runs(
+    summary: dict[str, dict[str, Any]],
+    runs: Sequence[str],
+    labels: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    """Mean ± sd over folds of accuracy, macro P/R/F1, macro AUROC; held-out ensemble F1;
+    with ``labels`` (:func:`row_labels`) each run's paper row and design lead."""
     keys = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "macro_auroc")
-    head = "| run | folds | " + " | ".join(keys) + " | held-out macro_f1 |"
-    lines = [head, "|" + "---|" * (len(keys) + 3)]
+    lead = ["paper row", "design"] if labels is not None else []
+    head = "| " + " | ".join([*lead, "run", "folds", *keys, "held-out macro_f1"]) + " |"
+    lines = [head, "|" + "---|" * (len(lead) + len(keys) + 3)]
     for run in runs:
         s = summary[run]
         cells = [f"{_fmt(s['mean'][k])} ± {_fmt(s['sd'][k])}" for k in keys]
         hold = s.get("holdout_ensemble", {}).get("macro_f1", float("nan"))
-        lines.append(f"| {run} | {s['n_folds']} | " + " | ".join(cells) + f" | {_fmt(hold)} |")
+        info = (labels or {}).get(str(s["variant"]), {})
+        first = [str(info.get("paper_row", EXTENSION)), str(info.get("design", ""))]
+        row = [*(first if labels is not None else []), run, str(s["n_folds"]), *cells, _fmt(hold)]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
 def markdown_ablation(table: pd.DataFrame) -> str:
-    cols = [c for c in ("run", "macro_f1", "delta_macro_f1", "ci_low", "ci_high", "p_bootstrap",
-                        "p_holm", "p_mcnemar", "p_wilcoxon_folds") if c in table]  # fmt: skip
+    cols = [c for c in ("paper_row", "variant", "design", "run", "macro_f1", "delta_macro_f1",
+                        "ci_low", "ci_high", "p_bootstrap", "p_holm", "p_mcnemar",
+                        "p_wilcoxon_folds") if c in table]  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table.iterrows():
         lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |")
     return "\n".join(lines) + "\n"
+
+
+def variant_design(v: VariantConfig, proposer: str) -> str:
+    """What a row does, in words: the mask, who made it, and how the model uses it."""
+    if v.mask is None:
+        return "whole volume, no mask"
+    source = MASK_NAMES[v.mask] + (f" from the {proposer}" if v.needs_pseudolabels else "")
+    uses = [
+        use
+        for flag, use in (
+            (v.roi, "background removal (image × mask)"),
+            (v.attention, "MCA on the whole brain" if not v.roi else "MCA"),
+            (v.mask_input, "mask as 2nd input channel"),
+        )
+        if flag
+    ]
+    return f"{source}: {' + '.join(uses)}"
+
+
+def row_labels(variants: dict[str, VariantConfig], proposer: str) -> dict[str, dict[str, Any]]:
+    """Per variant: ``paper_row`` (①–⑤ or :data:`EXTENSION`), ``design`` (words) and
+    ``in_channels`` (the backbone's input channels)."""
+    return {
+        name: {
+            "paper_row": ROW_SYMBOLS.get(v.paper_row or 0, EXTENSION),
+            "design": variant_design(v, proposer),
+            "in_channels": v.in_channels,
+        }
+        for name, v in variants.items()
+    }
+
+
+def label_table(table: pd.DataFrame, labels: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """``table`` (a ``run = <variant>/<backbone>`` column) with ``paper_row``, ``variant``
+    and ``design`` leading."""
+    out = table.copy()
+    variant = out["run"].astype(str).str.split("/").str[0]
+    front = {
+        "paper_row": variant.map(lambda v: labels.get(v, {}).get("paper_row", EXTENSION)),
+        "variant": variant,
+        "design": variant.map(lambda v: labels.get(v, {}).get("design", "")),
+    }
+    for i, (name, col) in enumerate(front.items()):
+        if name in out:
+            out = out.drop(columns=name)
+        out.insert(i, name, col)
+    return out

@@ -2,11 +2,17 @@
 
 A VLM answers in one of several dialects; :func:`parse_boxes` accepts them all:
 
-- Qwen2.5/3-VL JSON, ``[{"bbox_2d": [x1, y1, x2, y2], "label": "tumor"}]``, possibly
-  in a fenced ```json block, with coordinates on a relative 0-1000 grid (``qwen1000``);
+- Qwen-VL JSON, ``[{"bbox_2d": [x1, y1, x2, y2], "label": "tumor"}]``, possibly in a
+  fenced ```json block. The numbers depend on the model family, so the caller says which
+  (``coords``; ``prompts.coords: auto`` picks it from the model's name, see
+  :func:`brainxai.pseudolabel.config.coords_for_model`): Qwen2.5-VL answers in absolute
+  pixels of the image it was given (``pixel``; its processor resizes each side to a
+  multiple of 28 px first, so a side that is not one is off by up to 14 px of scale),
+  Qwen3-VL on a relative 0-1000 grid (``qwen1000``), as did Qwen2-VL;
 - a dict ``{"boxes": [...]}`` / ``{"bbox": [...]}`` / ``{"tumor": false}``, a bare list of
   four numbers, or of lists of four numbers;
-- Qwen's grounding tokens ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>`` (0-1000 grid).
+- Qwen2-VL's grounding tokens ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>`` (always on the
+  0-1000 grid).
 
 ``[]``, ``{"boxes": []}``, ``{"tumor": false}`` or ``"none"`` mean "no tumour"; anything
 else unparseable raises :class:`MalformedAnswer` (the proposer retries, then records it).
@@ -122,9 +128,10 @@ def _quads(value: Any) -> list[tuple[list[float], str]]:
 def parse_boxes(text: str, width: int, height: int, coords: CoordSystem) -> list[Box]:
     """Boxes in image pixels from a model's answer (see the module docstring).
 
-    ``coords`` says how the numbers are written (``qwen1000``: 0-1000 grid, ``pixel``,
-    ``unit``: 0-1); boxes are ordered (x0 <= x1) and clipped to the image. A box of zero
-    area after clipping, a non-finite number or any non-box content raises.
+    ``coords`` says how the numbers are written (``qwen1000``: 0-1000 grid — Qwen3-VL,
+    Qwen2-VL; ``pixel``: absolute pixels — Qwen2.5-VL; ``unit``: 0-1); boxes are ordered
+    (x0 <= x1) and clipped to the image. A box of zero area after clipping, a non-finite
+    number or any non-box content raises.
     """
     stripped = text.strip()
     if stripped.lower().strip(".!` ") in _NO_TUMOUR:

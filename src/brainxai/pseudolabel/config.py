@@ -11,15 +11,64 @@ converted to voxels with the standardized grid's spacing.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from brainxai.config import config_from_mapping
+
+
+def local_model_name(model_path: str) -> str:
+    """A local Hugging Face model's family: ``model_type`` of its ``config.json`` (e.g.
+    ``qwen2_5_vl``, ``qwen3_vl``), else the directory's name ("" without a path)."""
+    if not model_path:
+        return ""
+    cfg = Path(model_path) / "config.json"
+    if cfg.is_file():
+        model_type = json.loads(cfg.read_text()).get("model_type")
+        if model_type:
+            return str(model_type)
+    return Path(model_path).name
+
 
 ProposerKind = Literal["classical", "transformers", "openai"]
 PROPOSERS: tuple[str, ...] = ("classical", "transformers", "openai")
 CoordSystem = Literal["qwen1000", "pixel", "unit"]
 COORDS: tuple[str, ...] = ("qwen1000", "pixel", "unit")
+#: ``prompts.coords: auto`` resolves from the model's family (:func:`coords_for_model`).
+AUTO_COORDS = "auto"
+#: Box coordinates per model family, matched in the lower-cased model name / model_type:
+#: Qwen2-VL and Qwen3-VL answer on a relative 0-1000 grid, Qwen2.5-VL in absolute pixels
+#: of the image it was given. Longer keys first (``qwen2.5`` before ``qwen2``).
+MODEL_FAMILY_COORDS: tuple[tuple[tuple[str, ...], CoordSystem], ...] = (
+    (("qwen2.5-vl", "qwen2_5_vl", "qwen2.5vl", "qwen25vl", "qwen2_5-vl"), "pixel"),
+    (("qwen3-vl", "qwen3_vl", "qwen3vl"), "qwen1000"),
+    (("qwen2-vl", "qwen2_vl", "qwen2vl"), "qwen1000"),
+)
+#: Prompt sets: ``expert`` (this project's: box the tumour core, FLAIR and T1C+ slices) and
+#: ``paper003`` (paper 003 §4.3's cues on T1-CE slices only); the sequences each set shows
+#: when ``slices.sequences`` is empty.
+PROMPT_SETS: dict[str, tuple[str, ...]] = {"expert": ("FLAIR", "T1C+"), "paper003": ("T1C+",)}
+PAPER_SEQUENCE = "T1C+"
+
+
+def coords_for_model(coords: str, model: str) -> CoordSystem:
+    """The coordinate system of a model's boxes: ``coords`` itself unless it is ``auto``,
+    then the family's (:data:`MODEL_FAMILY_COORDS`) found in ``model`` (a model name such
+    as ``Qwen/Qwen2.5-VL-7B-Instruct`` or a config ``model_type`` such as ``qwen3_vl``)."""
+    if coords != AUTO_COORDS:
+        if coords not in COORDS:
+            raise ValueError(f"prompts.coords must be {AUTO_COORDS} or one of {COORDS}")
+        return coords  # type: ignore[return-value]
+    name = model.lower()
+    for keys, system in MODEL_FAMILY_COORDS:
+        if any(k in name for k in keys):
+            return system
+    raise ValueError(
+        f"prompts.coords is auto but model {model!r} is of no known family "
+        f"(Qwen2-VL / Qwen2.5-VL / Qwen3-VL): set prompts.coords to one of {COORDS}"
+    )
 
 
 @dataclass(frozen=True)
@@ -27,13 +76,14 @@ class SliceConfig:
     """Which axial slices are shown, and how they are rendered for a VLM.
 
     ``sequences``: the sequences a VLM is asked about (one image per slice and sequence);
+    empty: those of the prompt set (:data:`PROMPT_SETS`);
     ``combine``: how their boxes meet in the prior (``max`` = union, ``mean`` = votes).
     ``min_brain_fraction``: slices whose brain area is below this fraction of the largest
     slice's are skipped. ``render_size``: longest image side in pixels; ``radiological``
     puts the patient's right on the image's left; anterior is always at the top.
     """
 
-    sequences: tuple[str, ...] = ("FLAIR", "T1C+")
+    sequences: tuple[str, ...] = ()
     combine: Literal["max", "mean"] = "max"
     min_brain_fraction: float = 0.1
     render_size: int = 448
@@ -41,8 +91,6 @@ class SliceConfig:
     radiological: bool = True
 
     def __post_init__(self) -> None:
-        if not self.sequences:
-            raise ValueError("slices.sequences must not be empty")
         if self.combine not in ("max", "mean"):
             raise ValueError("slices.combine must be 'max' or 'mean'")
         if not 0.0 <= self.min_brain_fraction < 1.0:
@@ -91,21 +139,35 @@ class ClassicalConfig:
 class PromptConfig:
     """Prompt template files (package ``prompt_templates/`` or a path) and the answer's coordinates.
 
-    ``coords``: how the model writes boxes: ``qwen1000`` (Qwen2.5/3-VL relative grid,
-    0-1000), ``pixel`` (pixels of the image sent) or ``unit`` (0-1).
-    ``max_retries``: re-asks with the ``strict`` template after a malformed answer.
+    ``set``: ``expert`` (this project's prompt: box the tumour core, leave the oedema out)
+    or ``paper003`` (paper 003 §4.3: T1-CE slices, cues "abnormal signal intensities,
+    irregular boundaries, edema-associated gradients, and midline asymmetry"); the template
+    of each is the field of that name. ``coords``: how the model writes boxes —
+    ``qwen1000`` (relative 0-1000 grid: Qwen2-VL, Qwen3-VL), ``pixel`` (absolute pixels of
+    the image sent: Qwen2.5-VL), ``unit`` (0-1) or ``auto`` (from the model's family,
+    :func:`coords_for_model`). ``max_retries``: re-asks with the ``strict`` template after
+    a malformed answer.
     """
 
+    set: str = "expert"
     expert: str = "expert.txt"
+    paper003: str = "paper003.txt"
     strict: str = "strict.txt"
-    coords: CoordSystem = "qwen1000"
+    coords: str = AUTO_COORDS
     max_retries: int = 1
 
     def __post_init__(self) -> None:
-        if self.coords not in COORDS:
-            raise ValueError(f"prompts.coords must be one of {COORDS}")
+        if self.set not in PROMPT_SETS:
+            raise ValueError(f"prompts.set must be one of {sorted(PROMPT_SETS)}")
+        if self.coords not in (AUTO_COORDS, *COORDS):
+            raise ValueError(f"prompts.coords must be {AUTO_COORDS} or one of {COORDS}")
         if self.max_retries < 0:
             raise ValueError("prompts.max_retries must be >= 0")
+
+    @property
+    def template(self) -> str:
+        """The first question's template file of the chosen set."""
+        return str(getattr(self, self.set))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> PromptConfig:
@@ -248,6 +310,26 @@ class PseudolabelConfig:
     def __post_init__(self) -> None:
         if self.proposer not in PROPOSERS:
             raise ValueError(f"proposer must be one of {PROPOSERS}")
+        if self.prompts.set == "paper003" and self.asked_sequences != (PAPER_SEQUENCE,):
+            raise ValueError(
+                f"prompts.set paper003 shows {PAPER_SEQUENCE} slices only (paper 003 uses "
+                f"T1-CE alone): leave slices.sequences empty, not {list(self.slices.sequences)}"
+            )
+
+    @property
+    def asked_sequences(self) -> tuple[str, ...]:
+        """The sequences whose slices a VLM is shown: ``slices.sequences`` or the set's."""
+        return tuple(self.slices.sequences) or PROMPT_SETS[self.prompts.set]
+
+    @property
+    def proposer_model(self) -> str:
+        """The model that answers (empty for the classical proposer): the served name, or
+        the local model's ``model_type`` (its ``config.json``), else its directory name."""
+        if self.proposer == "openai":
+            return self.openai.model
+        if self.proposer == "transformers":
+            return local_model_name(self.transformers.model_path)
+        return ""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> PseudolabelConfig:

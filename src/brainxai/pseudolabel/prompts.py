@@ -1,8 +1,13 @@
-"""Expert prompts (paper 003, Sec. 3.2): sequence, orientation, what to box, strict JSON.
+"""Prompts for the box proposer (paper 003, §4.3): sequence, orientation, what to box, JSON.
 
-Templates are text files (``prompt_templates/expert.txt``, ``strict.txt``, or any path
-given in params) with ``str.format`` fields: ``sequence``, ``sequence_hint``,
-``orientation``, ``width``, ``height``, ``coords_hint``.
+Two sets (``prompts.set``): ``expert`` (``prompt_templates/expert.txt``, this project's:
+box the tumour core of each FLAIR / T1C+ slice, leave the oedema out) and ``paper003``
+(``paper003.txt``: paper 003's cues — "abnormal signal intensities, irregular boundaries,
+edema-associated gradients, and midline asymmetry" — on T1-CE slices only; the paper
+publishes the cues, not the prompt text, so the wording around them is ours). Both ask for
+the same JSON answer, and ``strict.txt`` re-asks after a malformed one. Templates are text
+files (or any path given in params) with ``str.format`` fields: ``sequence``,
+``sequence_hint``, ``orientation``, ``width``, ``height``, ``coords_hint``.
 """
 
 from __future__ import annotations

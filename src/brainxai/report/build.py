@@ -17,6 +17,7 @@ import pandas as pd
 
 from brainxai.classify3d.report import run_summary
 from brainxai.labels import DIAGNOSES_3D, kaggle_classes
+from brainxai.pseudolabel.provenance import is_vlm, proposer_label, vlm_answers
 from brainxai.report import figures as F
 from brainxai.report import gallery as G
 from brainxai.report import tables as T
@@ -296,11 +297,13 @@ def _section_finetune(d: StageData, ctx: _Ctx) -> Section:
 
 
 def _section_pseudolabel(d: StageData, ctx: _Ctx) -> Section:
-    sec = Section("pseudolabel", "VLM pseudo-labels (3D tumour masks)")
+    sec = Section("pseudolabel", "Pseudo-labels: 3D tumour masks (paper 003 Tumor-Localizer)")
     if not d.ran:
         return _not_run(sec.id, sec.title, d)
     tab = d.table("pseudolabels")
     m = d.doc("pseudolabel") or {}
+    source = proposer_label(tab)
+    ctx.note("pseudo-label masks made by", source, sec.id)
     for col in ("dice_refined", "dice_union"):
         if col in tab:
             ctx.note(
@@ -308,9 +311,18 @@ def _section_pseudolabel(d: StageData, ctx: _Ctx) -> Section:
                 T.num(tab[col].astype(float).mean()),
                 sec.id,
             )
+    if is_vlm(source):
+        vlm = f"{vlm_answers(tab)} readable VLM answers, prompt set {m.get('prompt_set')}"
+    elif "VLM" in source:
+        vlm = "no readable VLM answer: the masks are empty, no row of this report is a VLM row"
+    else:
+        vlm = (
+            "no VLM was asked: the boxes come from a T1C+ − T1 enhancement detector, not "
+            "from paper 003's Qwen3-VL, so no row of this report is a VLM row"
+        )
     sec.add(
         text(
-            f"Proposer: {m.get('proposer', tab['proposer'].iloc[0] if len(tab) else '?')}; "
+            f"Masks made by the {source} ({vlm}); "
             f"{len(tab)} sessions, {int(tab['empty'].sum())} without any box (flag no_box), "
             f"{int((tab['flag'].fillna('').astype(str) != '').sum())} flagged."
         )
@@ -326,7 +338,7 @@ def _section_pseudolabel(d: StageData, ctx: _Ctx) -> Section:
 
 
 def _section_classify3d(d: StageData, ctx: _Ctx) -> Section:
-    sec = Section("classify3d", "3D classifier: ablation and backbones")
+    sec = Section("classify3d", "3D classifier (paper 003): ablation rows ①–⑤ and backbones")
     if not d.ran:
         return _not_run(sec.id, sec.title, d)
     m = d.doc("classify3d") or {}
@@ -335,23 +347,29 @@ def _section_classify3d(d: StageData, ctx: _Ctx) -> Section:
             text(
                 f"{m.get('n_patients')} patients: {m.get('n_cv')} in {m.get('n_folds')}-fold "
                 f"cross-validation, {m.get('n_holdout')} held out; "
-                f"{m.get('n_excluded', 0)} excluded."
+                f"{m.get('n_excluded', 0)} excluded. Masks made by the "
+                f"{m.get('mask_proposer', 'proposer of the pseudo-label stage')}."
             )
         )
     rows = [r for r in m.get("ablation", []) if r.get("macro_f1") is not None]
     if rows:
         top = max(rows, key=lambda r: r["macro_f1"])
+        row = top.get("paper_row", "")
         ctx.note(
             "3D ablation: best row macro-F1 (pooled out of fold)",
-            f"{T.num(top['macro_f1'])} ({top['run']})",
+            f"{T.num(top['macro_f1'])} ({f'paper row {row}, ' if row else ''}{top['run']})",
             sec.id,
         )
     if m.get("ablation"):
+        first = ("paper_row", "variant", "design", "macro_f1", "delta_macro_f1")
         sec.add(
             table(
-                T.records_table(m["ablation"], first=("run", "macro_f1", "delta_macro_f1")),
+                T.records_table(m["ablation"], first=first),
                 "Ablation against the base row (pooled out-of-fold macro-F1; paired "
-                "bootstrap, McNemar, Wilcoxon over folds; Holm).",
+                "bootstrap, McNemar, Wilcoxon over folds; Holm). paper_row: the row of "
+                "paper 003 Table 2 (①–⑤: the mask only through MCA on the whole brain, or "
+                "without MCA as background removal); extension: this project's rows (the "
+                "mask as a 2nd input channel, the true lesion as an upper bound).",
             )
         )
     for note in m.get("notes", []):

@@ -25,7 +25,9 @@ def make_proposer(cfg: PseudolabelConfig, cache_dir: str | Path | None = None) -
         from brainxai.pseudolabel.proposers.openai_client import OpenAIBackend
 
         backend = OpenAIBackend(cfg.openai)
-    return VLMProposer(cfg.proposer, backend, cfg.slices, cfg.prompts, cache)
+    return VLMProposer(
+        cfg.proposer, backend, cfg.slices, cfg.prompts, cache, model=cfg.proposer_model
+    )
 
 
 __all__ = ["ClassicalProposer", "Proposer", "SliceAnswer", "VLMProposer", "make_proposer"]

@@ -1,8 +1,9 @@
-"""VLM box proposer: render slices, ask with the expert prompt, parse, retry strictly.
+"""VLM box proposer: render slices, ask with the prompt set's template, parse, retry strictly.
 
 Shared by both model backends (:mod:`.transformers_vlm`, :mod:`.openai_client`), which
 only turn ``(image, prompt)`` pairs into text, in batches. Per session: every brain
-slice of every sequence in ``slices.sequences`` is rendered (:mod:`..render`); answers
+slice of every sequence asked (``slices.sequences``, else the prompt set's: T1C+ only for
+``paper003``) is rendered (:mod:`..render`); answers
 come from the response cache when present, the misses are asked in batches and each
 batch is cached as soon as it returns, so a crashed run resumes without re-asking.
 A malformed answer is asked again with the strict template (``prompts.max_retries``
@@ -19,7 +20,7 @@ from PIL import Image
 
 from brainxai.pseudolabel.boxes import MalformedAnswer, SliceGeometry, parse_boxes
 from brainxai.pseudolabel.cache import ResponseCache, cache_key
-from brainxai.pseudolabel.config import PromptConfig, SliceConfig
+from brainxai.pseudolabel.config import PROMPT_SETS, PromptConfig, SliceConfig, coords_for_model
 from brainxai.pseudolabel.prompts import load_template, render_prompt
 from brainxai.pseudolabel.proposers.base import SliceAnswer
 from brainxai.pseudolabel.render import image_sha256, render_slice, window
@@ -46,7 +47,11 @@ class _Request:
 
 
 class VLMProposer:
-    """Boxes from a vision-language model (``name`` = ``transformers`` or ``openai``)."""
+    """Boxes from a vision-language model (``name`` = ``transformers`` or ``openai``).
+
+    ``model``: the answering model's name or ``model_type`` — it picks the box coordinates
+    when ``prompts.coords`` is ``auto`` (:func:`~brainxai.pseudolabel.config.coords_for_model`).
+    """
 
     def __init__(
         self,
@@ -55,19 +60,23 @@ class VLMProposer:
         slices: SliceConfig,
         prompts: PromptConfig,
         cache: ResponseCache | None = None,
+        model: str = "",
     ) -> None:
         self.name = name
         self.backend = backend
         self.slices = slices
         self.prompts = prompts
         self.cache = cache
+        self.model = model
+        self.coords = coords_for_model(prompts.coords, model)
+        self.sequences = tuple(slices.sequences) or PROMPT_SETS[prompts.set]
         self.queried = 0  # model calls made (cache misses)
 
     def _requests(self, subject: SubjectVolumes) -> list[_Request]:
         nx, ny, _ = subject.shape
         reqs = []
         ks = subject.axial_slices(self.slices.min_brain_fraction)
-        for seq in self.slices.sequences:
+        for seq in self.sequences:
             if seq not in subject.volumes:
                 raise KeyError(f"sequence {seq} not standardized for this session")
             u8 = window(subject.volumes[seq], subject.brain, self.slices.window_percentiles)
@@ -81,7 +90,7 @@ class VLMProposer:
     def _prompt(self, template: str, req: _Request) -> str:
         return render_prompt(
             load_template(template), req.answer.sequence, req.geom.width, req.geom.height,
-            self.prompts.coords, self.slices.radiological,
+            self.coords, self.slices.radiological,
         )  # fmt: skip
 
     def _ask(self, pending: list[tuple[_Request, str]]) -> list[tuple[str, bool]]:
@@ -105,7 +114,7 @@ class VLMProposer:
     def propose(self, subject: SubjectVolumes) -> list[SliceAnswer]:
         reqs = self._requests(subject)
         todo = list(reqs)
-        templates = [self.prompts.expert] + [self.prompts.strict] * self.prompts.max_retries
+        templates = [self.prompts.template] + [self.prompts.strict] * self.prompts.max_retries
         for template in templates:
             if not todo:
                 break
@@ -116,7 +125,7 @@ class VLMProposer:
                 ans.raw, ans.cached = text, cached
                 ans.attempts += 1
                 try:
-                    boxes = parse_boxes(text, req.geom.width, req.geom.height, self.prompts.coords)
+                    boxes = parse_boxes(text, req.geom.width, req.geom.height, self.coords)
                 except MalformedAnswer:
                     ans.status, ans.boxes = "malformed", []
                     retry.append(req)
