@@ -41,11 +41,13 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger
 
+from brainxai.atomic import to_csv_atomic
+from brainxai.evaluation.fractions import EFFECTIVE_COLUMNS
 from brainxai.finetune.config import BackboneSpec, FinetuneConfig
 from brainxai.finetune.controls import verdicts
 from brainxai.finetune.leakage import check_training_leakage
 from brainxai.finetune.runs import LOADER, RunSpec
-from brainxai.finetune.sampling import subsets_table
+from brainxai.finetune.sampling import effective_fractions, subsets_table
 from brainxai.jsonio import write_json
 from brainxai.manifest import read_table
 from brainxai.paths import StudyPaths
@@ -74,6 +76,7 @@ BACKBONE_FILE = "backbone.safetensors"
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1",
                "macro_auroc", "ece")  # fmt: skip
 SUBSETS_FILE = "subsets.csv"
+FRACTIONS_FILE = "fractions.csv"  # effective fraction (patients, images) of each subset
 RUNS_FILE = "runs.csv"
 PREDICTIONS_FILE = "predictions.parquet"
 INDEX_FILE = "index.parquet"
@@ -315,7 +318,8 @@ class Stage:
 
 def prepare(st: Stage) -> dict[str, Any]:
     """Steps 1-3: decode the images once, draw the label-fraction subsets
-    (``reports/finetune/subsets.csv``) and check leakage before any training.
+    (``reports/finetune/subsets.csv``; what each nominal fraction really is, per subset:
+    ``fractions.csv``) and check leakage before any training.
     Metrics: ``reports/metrics/finetune_cache.json``."""
     logger = get_run_logger()
     st.reports.mkdir(parents=True, exist_ok=True)
@@ -326,6 +330,8 @@ def prepare(st: Stage) -> dict[str, Any]:
         logger.warning("not decoded, left out of every run: %s (%s)", f["key"], f["reason"])
     subsets = subsets_table(index[index["ok"]], st.cfg.fractions, st.cfg.seeds)
     subsets.to_csv(st.reports / SUBSETS_FILE, index=False)
+    effective = effective_fractions(index[index["ok"]], subsets)
+    to_csv_atomic(effective, st.reports / FRACTIONS_FILE, index=False)
     leak = check_training_leakage(
         read_table(st.paths.manifest), index, opened.images,
         subsets["record_id"].unique().tolist(),
@@ -549,7 +555,7 @@ def evaluate(st: Stage) -> dict[str, Any]:
             "predictions_sha256": _frame_sha(preds),
             "baseline_init": cfg.baseline_init, "metric": cfg.compare_metric,
             "n_boot": cfg.n_boot, "seed": int(st.params["seed"]), "out_dir": str(st.reports),
-            "ece_bins": cfg.ece_bins,
+            "ece_bins": cfg.ece_bins, **_effective_call(st),
         }])  # fmt: skip
         curve = label_efficiency_table(pd.read_csv(agg["summary"]))
         curve.to_csv(st.reports / CURVE_FILE, index=False)
@@ -568,11 +574,23 @@ def evaluate(st: Stage) -> dict[str, Any]:
     return summary
 
 
+def _effective_call(st: Stage) -> dict[str, str]:
+    """The aggregate task's ``effective_path``/``effective_sha256`` (none before the cache
+    step wrote ``fractions.csv``)."""
+    path = st.reports / FRACTIONS_FILE
+    if not path.is_file():
+        return {}
+    return {"effective_path": str(path), "effective_sha256": _sha(str(path))}
+
+
 def label_efficiency_table(summary: pd.DataFrame, metric: str = "macro_f1") -> pd.DataFrame:
     """The label-efficiency curve as a tidy table (one row per init x protocol x fraction:
-    mean over seeds and the patient-bootstrap CI of ``metric``) - the DVC plot's data."""
+    mean over seeds and the patient-bootstrap CI of ``metric``, with the effective fraction
+    of patients and images beside the nominal one when the summary has it) - the DVC plot's
+    data."""
     rows = summary[summary["metric"] == metric]
-    out = rows[["fraction", "init", "protocol", "mean", "ci_low", "ci_high", "sd", "n_seeds"]]
+    cols = ["fraction", "init", "protocol", "mean", "ci_low", "ci_high", "sd", "n_seeds"]
+    out = rows[cols + [c for c in EFFECTIVE_COLUMNS if c in rows]]
     out = out.rename(columns={"mean": metric}).assign(
         series=lambda d: d["protocol"] + "/" + d["init"]
     )

@@ -26,6 +26,7 @@ import torch
 from prefect import task
 
 from brainxai.evaluation.aggregate import compare, summarise
+from brainxai.evaluation.fractions import with_effective
 from brainxai.evaluation.metrics import classification_metrics, save_confusion
 from brainxai.evaluation.plots import label_efficiency
 from brainxai.evaluation.report import results_markdown
@@ -36,6 +37,7 @@ from brainxai.finetune.evaluate import pick_device
 from brainxai.finetune.model import build_classifier
 from brainxai.finetune.probe import embed_images
 from brainxai.finetune.runs import RunSpec
+from brainxai.finetune.sampling import effective_by_fraction
 from brainxai.jsonio import write_json
 from brainxai.manifest import read_table
 from brainxai.ssl.cache import IMAGES, INDEX, Cache, build_cache, fingerprint
@@ -207,9 +209,13 @@ def finetune_aggregate(
     seed: int,
     out_dir: str,
     ece_bins: int = 15,
+    effective_path: str = "",
+    effective_sha256: str = "",
 ) -> dict[str, Any]:
     """Summary (mean ± sd, patient-bootstrap CI), paired comparisons with Holm correction,
     the label-efficiency plot and the Markdown table, from the successful runs' predictions.
+    ``effective_path``: the subsets' effective fractions (``fractions.csv``; its sha256 is
+    there for the cache key), joined on the nominal fraction into every table and the plot.
     """
     preds = pd.read_parquet(predictions_path)
     out = Path(out_dir)
@@ -218,6 +224,10 @@ def finetune_aggregate(
         preds, CLASS_NAMES, baseline_init=baseline_init, metric=metric, n_boot=n_boot,
         seed=seed, n_bins=ece_bins,
     )  # fmt: skip
+    if effective_path:
+        effective = effective_by_fraction(pd.read_csv(effective_path))
+        summary = with_effective(summary, effective)
+        comparisons = with_effective(comparisons, effective)
     files = {
         "summary": out / "summary.csv",
         "comparisons": out / "comparisons.csv",

@@ -1,5 +1,7 @@
 """The HTML report names each protocol as it really ran (issue 17): paper 003's ablation rows
-with their row numbers, the mask proposer ("classical proposer" unless a VLM answered)."""
+with their row numbers, the mask proposer ("classical proposer" unless a VLM answered), the
+effective label fractions beside the nominal ones, the C-Score τ sweep on the XAI section's
+first screen."""
 
 from __future__ import annotations
 
@@ -12,12 +14,17 @@ import pandas as pd
 from brainxai.classify3d.config import Classify3DConfig
 from brainxai.classify3d.report import ablation, label_table, row_labels
 from brainxai.config import load_params
+from brainxai.evaluation.fractions import with_effective
+from brainxai.finetune.sampling import effective_by_fraction, effective_fractions, subsets_table
 from brainxai.jsonio import write_json
 from brainxai.labels import DIAGNOSES_3D
 from brainxai.pseudolabel.provenance import proposer_label
 from brainxai.report import build_report
+from brainxai.xai.tracking import TrackingConfig, sensitivity
 from tests.conftest import REPO
 from tests.report_study import make_report_study
+from tests.test_finetune_effective_fractions import toy_items
+from tests.test_xai_cscore_many_classes import case
 
 
 def _section(html: str, sid: str) -> str:
@@ -86,3 +93,40 @@ def test_a_vlm_row_appears_only_when_the_vlm_answered(tmp_path: Path):
     html = build_report(tmp_path, params).html.read_text(encoding="utf-8")
     assert "coarse mask from the VLM (Qwen/Qwen3-VL-8B-Instruct)" in _section(html, "classify3d")
     assert "1 readable VLM answers" in _section(html, "pseudolabel")
+
+
+def test_finetune_tables_show_the_effective_fraction_beside_the_nominal_one(tmp_path: Path):
+    """The report study's fractions 50 % and 100 %, with the effective shares of the toy
+    split of tests/test_finetune_effective_fractions.py (50 %: 15 of 25 patients, 25 of 45
+    images)."""
+    params = make_report_study(tmp_path)
+    items = toy_items()
+    eff = effective_by_fraction(effective_fractions(items, subsets_table(items, (0.5, 1.0), (0,))))
+    rep = tmp_path / "reports/finetune"
+    for name in ("summary", "comparisons"):
+        table = pd.read_csv(rep / f"{name}.csv")
+        with_effective(table, eff).to_csv(rep / f"{name}.csv", index=False)
+    html = build_report(tmp_path, params).html.read_text(encoding="utf-8")
+    ft = _section(html, "finetune")
+    assert "50 % (effective 60.0 % of patients, 55.6 % of images) labels" in ft
+    assert "100 % (effective 100.0 % of patients, 100.0 % of images) labels" in ft
+    assert "<td>60.0 %</td>" in ft and "<td>55.6 %</td>" in ft  # the comparisons table
+
+
+def test_the_tau_sweep_opens_the_xai_section(tmp_path: Path):
+    """First screen of the XAI section: the τ sweep of the hand-computed case of
+    tests/test_xai_cscore_many_classes.py, before any gallery or trajectory figure."""
+    params = make_report_study(tmp_path)
+    maps, labels, probs = case()
+    sens = sensitivity(maps, labels, probs, TrackingConfig(taus=(0.3, 0.5, 0.9)))
+    sens = sens.assign(family="finetune", model="simclr__finetune__f1__s0", method="gradcam",
+                       checkpoint="simclr__finetune__f1__s0/epoch-0002", epoch=2)  # fmt: skip
+    sens.to_csv(tmp_path / "reports/xai/sensitivity.csv", index=False)
+    html = build_report(tmp_path, params).html.read_text(encoding="utf-8")
+    xai = _section(html, "xai")
+    first_table, first_figure = xai.index("<table"), xai.index("<figure")
+    assert first_table < first_figure
+    head = xai[:first_figure]
+    assert "τ = 0.5 (default)" in head and "<td>0.500 | 0.600 | 2/4</td>" in head
+    assert "<td>0.625 | 0.714 | 1/4</td>" in head and "<td>0.000 | — | 4/4</td>" in head
+    assert "<td>0.500 | 0.600 | 2/4</td>" in _section(html, "key-results")

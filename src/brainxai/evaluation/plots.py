@@ -1,6 +1,8 @@
 """The label-efficiency curve (issue 6; paper 000's main figure with error bars).
 
-One panel per protocol; x = label fraction on a log axis labelled in percent; one line per
+One panel per protocol; x = label fraction on a log axis labelled in percent (the nominal
+fraction, with the effective share of patients and images under it when the summary carries
+them, :mod:`brainxai.evaluation.fractions`); one line per
 init (mean over seeds) with its patient-bootstrap CI as a band; the baseline in black,
 dashed; ``*`` above a point where the init beats or trails the baseline with a Holm-adjusted
 bootstrap p below alpha (``compare``'s ``significant``). Matplotlib object API on an Agg
@@ -18,13 +20,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from brainxai.atomic import savefig_atomic
+from brainxai.evaluation.fractions import fraction_labels, percent_label
+
+__all__ = ["BASELINE_STYLE", "label_efficiency", "percent_label"]
 
 BASELINE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 2.2, "marker": "s"}
-
-
-def percent_label(fraction: float) -> str:
-    """``0.01 → '1 %'``, ``0.005 → '0.5 %'``."""
-    return f"{100 * fraction:g} %"
 
 
 def label_efficiency(
@@ -45,6 +45,12 @@ def label_efficiency(
     inits = sorted(sub["init"].unique(), key=lambda i: (i != baseline, i))
     colours = {init: f"C{j}" for j, init in enumerate(i for i in inits if i != baseline)}
     fractions = np.sort(sub["fraction"].unique().astype(float))
+    ticks = fraction_labels(sub, style="tick")
+    xlabel = "labelled training fraction" + (
+        " (nominal)\nunder it: effective % of patients (P), images (I)"
+        if "effective_patients" in sub
+        else ""
+    )
     fig = Figure(figsize=(5.0 * len(protocols), 4.2), dpi=120, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(protocols), squeeze=False, sharey=True)[0]
@@ -88,8 +94,8 @@ def label_efficiency(
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(FixedLocator(fractions))
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticklabels([percent_label(f) for f in fractions])
-        ax.set_xlabel("labelled training fraction")
+        ax.set_xticklabels([ticks[float(f)] for f in fractions], fontsize=7)
+        ax.set_xlabel(xlabel)
         ax.set_title(protocol)
         ax.grid(True, alpha=0.3)
     level = 100 * (1 - float(sub["alpha"].iloc[0])) if "alpha" in sub else 95.0

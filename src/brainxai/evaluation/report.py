@@ -2,7 +2,9 @@
 
 Per protocol, a method × fraction table of ``mean ± sd [CI]`` (mean and sd over seeds,
 patient-bootstrap CI of the seed-averaged metric), then the paired comparisons against the
-baseline with raw and Holm-adjusted p-values of the three tests.
+baseline with raw and Holm-adjusted p-values of the three tests. Each nominal fraction is
+shown with its effective share of the training patients and images beside it when the
+tables carry them (:mod:`brainxai.evaluation.fractions`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from brainxai.evaluation.plots import percent_label
+from brainxai.evaluation.fractions import fraction_labels
 
 
 def _num(x: float, digits: int = 3) -> str:
@@ -53,6 +55,13 @@ def results_markdown(
         f"seeds per cell: {_range(sub['n_seeds'])}, test patients: {_range(sub['n_patients'])}, "
         f"test images: {_range(sub['n_images'])}."
     )
+    labels = fraction_labels(sub)
+    if "effective_patients" in sub:
+        lines.append(
+            "Fractions: nominal (effective share of the training split's patients and images, "
+            "mean over the seeds' subsets: rounding up per tumour group and at least one image "
+            "per class make a small nominal fraction larger)."
+        )
     for protocol in sorted(sub["protocol"].unique()):
         s = sub[sub["protocol"] == protocol]
         fractions = sorted(s["fraction"].unique())
@@ -65,7 +74,7 @@ def results_markdown(
                 r.append(cell(hit.iloc[0]) if not hit.empty else "–")
             rows.append(r)
         lines += ["", f"### protocol: {protocol}", ""]
-        lines += _table(["init", *[percent_label(f) for f in fractions]], rows)
+        lines += _table(["init", *[labels[float(f)] for f in fractions]], rows)
     if comp.empty:
         lines += ["", "No comparisons (no baseline runs)."]
         return "\n".join(lines) + "\n"
@@ -76,7 +85,7 @@ def results_markdown(
         rows.append(
             [
                 str(c["protocol"]),
-                percent_label(float(c["fraction"])),
+                labels[float(c["fraction"])],
                 str(c["init"]),
                 f"{_num(c['diff'], 3)}{mark} [{_num(c['ci_low'])}, {_num(c['ci_high'])}]",
                 f"{_p(c['p_bootstrap'])} ({_p(c['p_bootstrap_holm'])})",

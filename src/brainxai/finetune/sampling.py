@@ -93,3 +93,40 @@ def subsets_table(
             )
     cols = ["fraction", "seed", "record_id", "subject", "group", "label"]
     return pd.concat(parts, ignore_index=True)[cols]
+
+
+#: Columns of :func:`effective_fractions` (one row per drawn subset).
+EFFECTIVE_COLUMNS = (
+    "fraction", "seed", "n_patients", "n_images", "train_patients", "train_images",
+    "effective_patients", "effective_images",
+)  # fmt: skip
+
+
+def effective_fractions(items: pd.DataFrame, subsets: pd.DataFrame) -> pd.DataFrame:
+    """What each nominal fraction really is: per drawn ``(fraction, seed)`` subset (the
+    :func:`subsets_table` rows), its patients and images and their share of the training
+    split of ``items`` (``effective_patients``, ``effective_images``). The rule's rounding
+    up per group and its "every class at least once" make a small nominal fraction larger.
+    """
+    train = items[items["split"] == "train"]
+    n_pat, n_img = int(train["subject"].astype(str).nunique()), len(train)
+    if n_img == 0:
+        raise ValueError("no training rows: no fraction of them")
+    rows = []
+    for (fraction, seed), sub in subsets.groupby(["fraction", "seed"], sort=True):
+        p, i = int(sub["subject"].astype(str).nunique()), int(sub["record_id"].nunique())
+        rows.append(
+            {"fraction": float(fraction), "seed": int(seed), "n_patients": p, "n_images": i,
+             "train_patients": n_pat, "train_images": n_img,
+             "effective_patients": p / n_pat, "effective_images": i / n_img}
+        )  # fmt: skip
+    return pd.DataFrame(rows, columns=list(EFFECTIVE_COLUMNS))
+
+
+def effective_by_fraction(per_subset: pd.DataFrame) -> pd.DataFrame:
+    """Per nominal fraction, the mean over seeds of :func:`effective_fractions`: shares
+    ``effective_patients``, ``effective_images`` and counts ``labelled_patients``,
+    ``labelled_images`` (named apart from the test-set counts of the summary tables)."""
+    cols = ["n_patients", "n_images", "effective_patients", "effective_images"]
+    out = per_subset.groupby("fraction", sort=True)[cols].mean().reset_index()
+    return out.rename(columns={"n_patients": "labelled_patients", "n_images": "labelled_images"})

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from brainxai.classify3d.report import run_summary
+from brainxai.evaluation.fractions import effective_percent
 from brainxai.labels import DIAGNOSES_3D, kaggle_classes
 from brainxai.pseudolabel.provenance import is_vlm, proposer_label, vlm_answers
 from brainxai.report import figures as F
@@ -216,7 +217,10 @@ def _section_finetune(d: StageData, ctx: _Ctx) -> Section:
         table(
             head,
             f"{cfg.metric}: mean over seeds [patient-bootstrap CI]; * = Holm-significant vs "
-            "the baseline.",
+            "the baseline. Columns: the nominal label fraction and, where known, the "
+            "effective one (share of the training patients and images really labelled, mean "
+            "over the seeds' subsets; rounding up per group and one image per class inflate "
+            "small fractions).",
         )
     )
     sec.add(figure(ctx.keep(F.label_efficiency_figure(summary, comp, cfg.metric, ctx.fig_dir))))
@@ -226,6 +230,8 @@ def _section_finetune(d: StageData, ctx: _Ctx) -> Section:
             "init",
             "protocol",
             "fraction",
+            "effective_patients",
+            "effective_images",
             "diff",
             "ci_low",
             "ci_high",
@@ -235,6 +241,9 @@ def _section_finetune(d: StageData, ctx: _Ctx) -> Section:
             "significant",
         ]
         shown = c[[k for k in cols if k in c]].copy()
+        for k in ("effective_patients", "effective_images"):
+            if k in shown:
+                shown[k] = shown[k].map(effective_percent)
         for k in ("diff", "ci_low", "ci_high", "p_bootstrap", "p_bootstrap_holm", "p_mcnemar_holm"):
             if k in shown:
                 shown[k] = shown[k].map(T.num)
@@ -410,6 +419,7 @@ def _section_xai(d: StageData, ctx: _Ctx) -> Section:
     if not d.ran:
         return _not_run(sec.id, sec.title, d)
     cfg, lay = ctx.cfg, ctx.layout
+    _tau_sweep(sec, d, ctx)
     infos = [read_heatmap_info(p) for p in lay.heatmap_files()]
     method = G.pick_method(infos, cfg.cam_method) or cfg.cam_method
     traj = d.table("trajectory")
@@ -498,6 +508,38 @@ def _section_xai(d: StageData, ctx: _Ctx) -> Section:
             )
         )
     return sec
+
+
+def _tau_sweep(sec: Section, d: StageData, ctx: _Ctx) -> None:
+    """The first screen of the XAI section: how the global C-Score depends on τ (paper 004's
+    gold-list threshold), with and without the classes whose gold list is empty or holds a
+    single image — with many classes a high τ empties gold lists and Eq. 6 counts them 0."""
+    tau = TrackingConfig.from_dict(ctx.params.get("xai", {}).get("tracking")).tau
+    sens = d.table("sensitivity")
+    sweep = T.tau_sweep_table(sens, tau) if sens is not None and len(sens) else pd.DataFrame()
+    if sweep.empty:
+        sec.add(text("No τ sweep (reports/xai/sensitivity.csv) in this study."))
+        return
+    column = next((c for c in sweep.columns if c.endswith("(default)")), None)
+    if column is not None:
+        first = sweep.iloc[0]
+        ctx.note(
+            f"global C-Score at τ = {tau:g}, {first['family']} / {first['method']} "
+            "(paper 004 | without empty/singleton-gold classes | classes with < 2 gold images)",
+            first[column],
+            sec.id,
+        )
+    sec.add(
+        table(
+            sweep,
+            "τ sweep of the global C-Score at each model's final checkpoint (means over the "
+            "family's models). Each cell: C | C* | e/K — C is paper 004's global score (Eq. "
+            "6; a class with an empty or single-image gold list counts as C_k = 0 with its "
+            "n_k), C* the same without those classes (this project's addition; — when no "
+            "class has a gold pair), e of the K classes have fewer than 2 gold images. The "
+            "paper's τ is the default; the trajectories below use it.",
+        )
+    )
 
 
 def _guarded(build: Any, data: StageData, ctx: _Ctx) -> Section:

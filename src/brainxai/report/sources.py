@@ -88,6 +88,7 @@ class StudyLayout:
             "xai": {
                 "required": [f"{xr}/trajectory.parquet"],
                 "optional": [
+                    f"{xr}/sensitivity.csv",
                     f"{xr}/randomisation.csv",
                     f"{xr}/quarantine.csv",
                     f"{m}/xai.json",

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from brainxai.evaluation.aggregate import per_class_table
+from brainxai.evaluation.fractions import fraction_labels
 from brainxai.evaluation.metrics import classification_metrics
 from brainxai.evaluation.plots import percent_label
 
@@ -35,7 +36,8 @@ def finetune_headline(
     summary: pd.DataFrame, comparisons: pd.DataFrame | None, metric: str
 ) -> pd.DataFrame:
     """Mean [CI] of ``metric`` per (protocol, init) x label fraction; ``*`` = Holm-significant
-    difference from the baseline (``comparisons.csv``)."""
+    difference from the baseline (``comparisons.csv``). A column is named by its nominal
+    fraction with the effective one beside it when ``summary`` carries it."""
     sub = summary[summary["metric"] == metric].copy()
     sig: set[tuple[str, str, float]] = set()
     if comparisons is not None and len(comparisons) and "significant" in comparisons:
@@ -47,10 +49,11 @@ def finetune_headline(
         for r in sub.itertuples()
     ]
     sub["fraction"] = sub["fraction"].astype(float)
+    labels = fraction_labels(sub)
     table = sub.pivot_table(
         index=["protocol", "init"], columns="fraction", values="cell", aggfunc="first"
     )
-    table.columns = [f"{percent_label(f)} labels" for f in table.columns]
+    table.columns = [f"{labels[float(f)]} labels" for f in table.columns]
     table.columns.name = None
     return table.reset_index()
 
@@ -197,3 +200,47 @@ def pseudolabel_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def condition_label(cond: dict[str, Any]) -> str:
     return f"{cond['init']} / {cond['protocol']} / {percent_label(cond['fraction'])} labels"
+
+
+def tau_sweep_table(sensitivity: pd.DataFrame, default_tau: float) -> pd.DataFrame:
+    """The C-Score τ sweep at the final checkpoints (``reports/xai/sensitivity.csv``): one
+    row per (family, method), one column per τ, each cell ``C | C* | e/K`` = the global
+    C-Score of paper 004 (Eq. 6, empty / singleton-gold classes counted as 0), the global
+    C-Score without those classes (``—`` when no class has a gold pair), and how many of
+    the K classes have fewer than 2 gold images — means over the family's models."""
+    tau = sensitivity[sensitivity["sweep"].astype(str) == "tau"]
+    if tau.empty:
+        return pd.DataFrame()
+    if "family" not in tau:
+        tau = tau.assign(family="")
+    keys = ["family", "model", "method", "tau"]
+    classes = tau[tau["klass"] != -1]
+    per_model = classes.groupby(keys).agg(
+        k=("klass", "size"), short=("gold_size", lambda g: int((g < 2).sum()))
+    )
+    glob = tau[tau["klass"] == -1].set_index(keys)
+    per_model["c"] = glob["cscore"].astype(float)
+    has_nonempty = "cscore_nonempty" in glob  # absent from tables of older runs
+    per_model["c_nonempty"] = glob["cscore_nonempty"].astype(float) if has_nonempty else np.nan
+    agg = (
+        per_model.reset_index()
+        .groupby(["family", "method", "tau"])
+        .agg(
+            c=("c", "mean"),
+            c_nonempty=("c_nonempty", "mean"),
+            short=("short", "mean"),
+            k=("k", "max"),
+        )
+        .reset_index()
+    )
+    agg["cell"] = [
+        f"{num(r.c)} | {num(r.c_nonempty)} | {r.short:g}/{r.k}" for r in agg.itertuples()
+    ]
+    wide = agg.pivot_table(
+        index=["family", "method"], columns="tau", values="cell", aggfunc="first"
+    )
+    wide.columns = [
+        f"τ = {t:g}" + (" (default)" if np.isclose(t, default_tau) else "") for t in wide.columns
+    ]
+    wide.columns.name = None
+    return wide.reset_index()

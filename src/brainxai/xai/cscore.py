@@ -20,6 +20,13 @@ checkpoint t, with heatmaps min-max normalised to [0, 1]:
   ``Σ_k n_k = 0``. Flagged classes enter with ``C_k = 0`` and their ``n_k`` (so a
   singleton gold list weighs 1 under "gold"); ``exclude_empty=True`` drops them.
 
+With many classes a high ``τ`` empties gold lists early in training (17 classes: few
+images per class pass ``p ≥ 0.5``), and the paper's global score then counts those classes
+as ``C_k = 0``. The paper's definition stays the score (``global_score``); every result
+also carries the global score without the flagged (empty or singleton-gold) classes,
+``global_nonempty`` (this project's addition, NaN when no class has a gold pair), and how
+many classes have an empty (``n_empty``) and a singleton (``n_singleton``) gold list.
+
 Classes are ``0 .. K−1`` with ``K = probs.shape[1]`` (a sigmoid binary model: pass
 ``[1 − p, p]``).
 """
@@ -50,6 +57,18 @@ class CScoreResult:
     weighting: str
     tau: float
     gamma: float
+    #: Eq. 6 over the classes with a gold pair only (NaN when there is none).
+    global_nonempty: float = float("nan")
+
+    @property
+    def n_empty(self) -> int:
+        """Classes whose gold list is empty."""
+        return sum(1 for n in self.gold_size.values() if n == 0)
+
+    @property
+    def n_singleton(self) -> int:
+        """Classes whose gold list holds one image (no pair: ``C_k`` undefined)."""
+        return sum(1 for n in self.gold_size.values() if n == 1)
 
 
 def gold_mask(labels: Any, probs: Any, tau: float = 0.5) -> np.ndarray:
@@ -134,9 +153,9 @@ def cscore(
         per_class[k] = 0.0 if value is None else value
 
     n = gold_size if weighting == "gold" else support
-    keys = [k for k in per_class if not (exclude_empty and k in empty)]
-    total = sum(n[k] for k in keys)
-    glob = sum(n[k] * per_class[k] for k in keys) / total if total > 0 else 0.0
+    glob = _global(per_class, n, [k for k in per_class if not (exclude_empty and k in empty)])
+    kept = [k for k in per_class if k not in empty]
+    nonempty = _global(per_class, n, kept) if kept else float("nan")
     return CScoreResult(
         per_class=per_class,
         global_score=float(glob),
@@ -146,7 +165,14 @@ def cscore(
         weighting=weighting,
         tau=float(tau),
         gamma=float(gamma),
+        global_nonempty=float(nonempty),
     )
+
+
+def _global(per_class: dict[int, float], n: dict[int, int], keys: list[int]) -> float:
+    """Eq. 6 over ``keys``: ``Σ n_k C_k / Σ n_k`` (0 when the weights sum to 0)."""
+    total = sum(n[k] for k in keys)
+    return sum(n[k] * per_class[k] for k in keys) / total if total > 0 else 0.0
 
 
 def _emphasised(maps: Any, idx: np.ndarray, gamma: float, normalise: bool) -> Any:

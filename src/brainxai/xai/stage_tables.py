@@ -89,18 +89,19 @@ def final_files(files: Sequence[HeatmapFile], epochs: dict[str, int]) -> list[He
 
 def final_sensitivity(files: Sequence[HeatmapFile], config: TrackingConfig) -> pd.DataFrame:
     """τ and γ sweeps (:func:`~brainxai.xai.tracking.sensitivity`) per (run, method) at
-    the given (final) checkpoints: columns model, method, checkpoint, epoch + the sweep's."""
+    the given (final) checkpoints: columns family, model, method, checkpoint, epoch + the
+    sweep's."""
     parts = []
     for f in files:
         rec = load_heatmaps(f.path)
         s = sensitivity(rec.maps.astype(np.float32), rec.labels, rec.probs, config)
-        parts.append(
-            s.assign(model=f.run, method=rec.method, checkpoint=rec.checkpoint_id, epoch=rec.epoch)
-        )
+        meta = {"model": f.run, "method": rec.method, "checkpoint": rec.checkpoint_id,
+                "epoch": rec.epoch, "family": f.family}  # fmt: skip
+        parts.append(s.assign(**meta))
     if not parts:
         return pd.DataFrame()
     out = pd.concat(parts, ignore_index=True)
-    first = ["model", "method", "checkpoint", "epoch"]
+    first = ["family", "model", "method", "checkpoint", "epoch"]
     return out[first + [c for c in out.columns if c not in first]]
 
 
@@ -110,7 +111,8 @@ def _mean(s: pd.Series) -> float | None:
 
 
 def headline(table: pd.DataFrame) -> dict[str, Any]:
-    """Per family: the global rows of each run's final checkpoint — C-Score, macro AUC,
+    """Per family: the global rows of each run's final checkpoint — C-Score (paper 004's,
+    and without the empty / singleton-gold classes), macro AUC,
     accuracy, pointing game, relevance mass accuracy per (run, method) — and their means
     per method."""
     if table.empty:
@@ -121,8 +123,10 @@ def headline(table: pd.DataFrame) -> dict[str, Any]:
     for family, fam in last.groupby("family", sort=True):
         runs: dict[str, Any] = {}
         for r in fam.itertuples():
+            nonempty = getattr(r, "cscore_nonempty", float("nan"))
             runs.setdefault(r.model, {"epoch": int(r.epoch)})[r.method] = {
                 "cscore_global": None if pd.isna(r.cscore) else round(float(r.cscore), 4),
+                "cscore_global_nonempty": None if pd.isna(nonempty) else round(float(nonempty), 4),
                 "auc_macro": None if pd.isna(r.auc) else round(float(r.auc), 4),
                 "accuracy": None if pd.isna(r.accuracy) else round(float(r.accuracy), 4),
                 "pointing": None if pd.isna(r.pointing) else round(float(r.pointing), 4),

@@ -6,6 +6,11 @@ one global row (``klass = -1``):
 * ``cscore``, ``gold_size``, ``support``, ``empty`` — :func:`brainxai.xai.cscore.cscore`
   (gold list at this checkpoint, or anchored to a reference checkpoint as in paper 004
   §3.4, ``TrackingConfig.anchor = "reference"``, default reference: the last epoch);
+  ``cscore`` is paper 004's definition (Eq. 6 counts an empty or singleton-gold class as
+  ``C_k = 0``); ``cscore_nonempty`` leaves those classes out (global row; a class row has
+  its own ``C_k``, NaN when flagged) and ``n_empty_classes`` / ``n_singleton_classes``
+  count them (global row; 1/0 on a class row) — with 17 classes and ``τ = 0.5`` many gold
+  lists are empty early in training;
 * ``auc`` — one-vs-rest ROC AUC of class k (class rows) or the macro mean of those
   (global row; equal to sklearn's ``roc_auc_score(multi_class="ovr", average="macro")``,
   and to the plain AUC for two classes); ``accuracy`` — class recall / overall accuracy;
@@ -164,6 +169,9 @@ def checkpoint_rows(
         row = {
             "klass": k,
             "cscore": res.per_class[k],
+            "cscore_nonempty": float("nan") if k in res.empty else res.per_class[k],
+            "n_empty_classes": int(res.gold_size[k] == 0),
+            "n_singleton_classes": int(res.gold_size[k] == 1),
             "gold_size": res.gold_size[k],
             "support": res.support[k],
             "empty": k in res.empty,
@@ -175,6 +183,9 @@ def checkpoint_rows(
         {
             "klass": GLOBAL,
             "cscore": res.global_score,
+            "cscore_nonempty": res.global_nonempty,
+            "n_empty_classes": res.n_empty,
+            "n_singleton_classes": res.n_singleton,
             "gold_size": int(sum(res.gold_size.values())),
             "support": len(y),
             "empty": len(res.empty) == p.shape[1],
@@ -492,7 +503,8 @@ def tau_sweep(
     gamma: float = 2.0,
     weighting: str = "gold",
 ) -> pd.DataFrame:
-    """C-Score and gold-list sizes for each τ: columns tau, klass, cscore, gold_size, empty."""
+    """C-Score and gold-list sizes for each τ: columns tau, klass, cscore, cscore_nonempty,
+    n_empty_classes, n_singleton_classes, gold_size, empty (see the module docstring)."""
     return _sweep(maps, labels, probs, "tau", taus, lambda v: {"tau": v, "gamma": gamma}, weighting)
 
 
@@ -520,6 +532,9 @@ def _sweep(maps, labels, probs, name, values, kwargs, weighting) -> pd.DataFrame
                     name: float(v),
                     "klass": k,
                     "cscore": c,
+                    "cscore_nonempty": float("nan") if k in res.empty else c,
+                    "n_empty_classes": int(res.gold_size[k] == 0),
+                    "n_singleton_classes": int(res.gold_size[k] == 1),
                     "gold_size": res.gold_size[k],
                     "empty": k in res.empty,
                 }
@@ -529,6 +544,9 @@ def _sweep(maps, labels, probs, name, values, kwargs, weighting) -> pd.DataFrame
                 name: float(v),
                 "klass": GLOBAL,
                 "cscore": res.global_score,
+                "cscore_nonempty": res.global_nonempty,
+                "n_empty_classes": res.n_empty,
+                "n_singleton_classes": res.n_singleton,
                 "gold_size": sum(res.gold_size.values()),
                 "empty": len(res.empty) == len(res.per_class),
             }
@@ -549,5 +567,6 @@ def sensitivity(
         sweep="gamma", tau=cfg.tau
     )
     return pd.concat([t, g], ignore_index=True)[
-        ["sweep", "tau", "gamma", "klass", "cscore", "gold_size", "empty"]
-    ]
+        ["sweep", "tau", "gamma", "klass", "cscore", "cscore_nonempty", "n_empty_classes",
+         "n_singleton_classes", "gold_size", "empty"]
+    ]  # fmt: skip
