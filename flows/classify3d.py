@@ -216,7 +216,7 @@ def classify3d_flow(
                         "out_dir": str(out_root / variant / backbone / f"fold{k}"),
                         "threads": threads,
                     }
-                    (res,) = run_cached(train_run, lambda r: r["files"], [call])
+                    (res,) = run_cached(train_run, lambda r: r["files"], [call], root=root_path)
                     results.append(res)
                     for rec in res["history"]:
                         mlflow.log_metrics(

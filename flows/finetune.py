@@ -41,7 +41,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger
 
-from brainxai.atomic import to_csv_atomic
+from brainxai.atomic import to_csv_atomic, to_parquet_atomic
 from brainxai.evaluation.fractions import EFFECTIVE_COLUMNS
 from brainxai.finetune.config import BackboneSpec, FinetuneConfig
 from brainxai.finetune.controls import verdicts
@@ -152,10 +152,11 @@ def _cache(cfg: FinetuneConfig, paths: StudyPaths) -> dict[str, Any]:
         "data_cfg": to_dict(cfg.data),
         "out_dir": str(paths.root / cfg.cache_dir),
     }
-    (res,) = run_cached(finetune_cache, lambda r: r["files"], [call])
+    (res,) = run_cached(finetune_cache, lambda r: r["files"], [call], root=paths.root)
     on_disk = (Path(res["cache_dir"]) / FINGERPRINT_FILE).read_text().strip()
     if on_disk != res["fingerprint"]:  # another configuration rebuilt the cache since
-        res = finetune_cache.with_options(refresh_cache=True)(**call)
+        fresh = finetune_cache.with_options(refresh_cache=True)
+        (res,) = run_cached(fresh, lambda r: r["files"], [call], root=paths.root)
     return res
 
 
@@ -329,7 +330,7 @@ def prepare(st: Stage) -> dict[str, Any]:
     for f in cache["failures"]:
         logger.warning("not decoded, left out of every run: %s (%s)", f["key"], f["reason"])
     subsets = subsets_table(index[index["ok"]], st.cfg.fractions, st.cfg.seeds)
-    subsets.to_csv(st.reports / SUBSETS_FILE, index=False)
+    to_csv_atomic(subsets, st.reports / SUBSETS_FILE, index=False)
     effective = effective_fractions(index[index["ok"]], subsets)
     to_csv_atomic(effective, st.reports / FRACTIONS_FILE, index=False)
     leak = check_training_leakage(
@@ -376,12 +377,12 @@ def train_init(
     backbones = backbone_files(cfg, spec, st.paths.root, models / "backbone", inits=[init])
     sha = {i: _sha(p) for i, p in backbones.items()}
     embed_calls = _embed_calls(cfg, spec, backbones, sha, cache, models / "embeddings")
-    embedded = gather_reporting(finetune_embed, lambda r: r["files"], embed_calls)
+    embedded = gather_reporting(finetune_embed, lambda r: r["files"], embed_calls, st.paths.root)
     emb_of = {(c["init"], c["backbone_seed"]): (r, e) for c, r, e in embedded}
     calls, skipped = _cell_calls(
         cfg, spec, backbones, sha, cache, subsets, emb_of, models, reports / "runs"
     )
-    results = gather_reporting(finetune_cell, lambda r: r["files"], calls)
+    results = gather_reporting(finetune_cell, lambda r: r["files"], calls, st.paths.root)
 
     client = MlflowClient()
     status_rows, ok = [], []
@@ -403,7 +404,7 @@ def train_init(
             logger.error("run %s failed: %s", r["run"], r["error"])
     status = pd.DataFrame(status_rows, columns=list(RUNS_COLUMNS))
     status = status.sort_values(["init", "protocol", "fraction", "seed"])
-    status.to_csv(reports / RUNS_FILE, index=False)
+    to_csv_atomic(status, reports / RUNS_FILE, index=False)
 
     index_rows = [
         {"run": res["run"], "init": res["init"], "protocol": res["protocol"],
@@ -416,12 +417,11 @@ def train_init(
     ckpt_index = pd.DataFrame(index_rows, columns=list(INDEX_COLUMNS))
     if not ckpt_index.empty:
         ckpt_index = ckpt_index.sort_values(["run", "epoch"], ignore_index=True)
-    ckpt_index.to_parquet(models / INDEX_FILE, index=False)
+    to_parquet_atomic(ckpt_index, models / INDEX_FILE, index=False)
     preds = [pd.read_parquet(r["predictions"]) for r in ok]
     frame = pd.concat(preds, ignore_index=True) if preds else pd.DataFrame(columns=["run"])
-    frame.sort_values(["run", "record_id"] if preds else ["run"], ignore_index=True).to_parquet(
-        reports / PREDICTIONS_FILE, index=False
-    )
+    frame = frame.sort_values(["run", "record_id"] if preds else ["run"], ignore_index=True)
+    to_parquet_atomic(frame, reports / PREDICTIONS_FILE, index=False)
     summary = _counts(status, len(index_rows)) | headline(status[status["status"] == "ok"], cfg)
     st.paths.metrics.mkdir(parents=True, exist_ok=True)
     write_json(st.paths.metrics / f"finetune_{init}.json", summary)
@@ -466,7 +466,7 @@ def run_controls(
         "backbone": to_dict(st.spec), "cam_layers": layers, "root": str(st.paths.root),
         "run_dir": str(out_models / c), "report_dir": str(out_reports / c),
     } for c in cfg.controls.run]  # fmt: skip
-    results = gather_reporting(finetune_control, lambda r: r["files"], calls)
+    results = gather_reporting(finetune_control, lambda r: r["files"], calls, st.paths.root)
     measured, errors = {}, {}
     for call, res, err in results:
         if res is None:
@@ -479,7 +479,7 @@ def run_controls(
               "note": e[:300]} for c, e in errors.items()]  # fmt: skip
     table = pd.DataFrame(rows, columns=["control", "check", "measured", "target", "status",
                                         "note"])  # fmt: skip
-    table.to_csv(out_reports / "controls.csv", index=False)
+    to_csv_atomic(table, out_reports / "controls.csv", index=False)
     doc = {"measured": measured, "verdicts": rows, "errors": errors,
            "config": to_dict(cfg.controls)}  # fmt: skip
     write_json(out_reports / "controls.json", doc)
@@ -527,13 +527,13 @@ def evaluate(st: Stage) -> dict[str, Any]:
     )
     status["error"] = status["error"].fillna("")
     status = status.sort_values(["init", "protocol", "fraction", "seed"], ignore_index=True)
-    status.to_csv(st.reports / RUNS_FILE, index=False)
+    to_csv_atomic(status, st.reports / RUNS_FILE, index=False)
     index = pd.concat(
         [pd.read_parquet(st.init_dirs(i)[0] / INDEX_FILE) for i in inits], ignore_index=True
     )
     if not index.empty:
         index = index.sort_values(["run", "epoch"], ignore_index=True)
-    index.to_parquet(st.models / INDEX_FILE, index=False)
+    to_parquet_atomic(index, st.models / INDEX_FILE, index=False)
     summary: dict[str, Any] = {
         **_counts(status, len(index)), "inits": inits, "fractions": list(cfg.fractions),
         "seeds": list(cfg.seeds),
@@ -549,16 +549,16 @@ def evaluate(st: Stage) -> dict[str, Any]:
         )
         preds = preds.sort_values(["run", "record_id"], ignore_index=True)
         pred_path = st.reports / PREDICTIONS_FILE
-        preds.to_parquet(pred_path, index=False)
+        to_parquet_atomic(preds, pred_path, index=False)
         (agg,) = run_cached(finetune_aggregate, lambda r: r["files"], [{
             "predictions_path": str(pred_path),
             "predictions_sha256": _frame_sha(preds),
             "baseline_init": cfg.baseline_init, "metric": cfg.compare_metric,
             "n_boot": cfg.n_boot, "seed": int(st.params["seed"]), "out_dir": str(st.reports),
             "ece_bins": cfg.ece_bins, **_effective_call(st),
-        }])  # fmt: skip
+        }], root=st.paths.root)  # fmt: skip
         curve = label_efficiency_table(pd.read_csv(agg["summary"]))
-        curve.to_csv(st.reports / CURVE_FILE, index=False)
+        to_csv_atomic(curve, st.reports / CURVE_FILE, index=False)
         for f in [*agg["files"], str(st.reports / CURVE_FILE)]:
             mlflow.log_artifact(f, artifact_path="finetune")
         summary |= headline(ok, cfg)

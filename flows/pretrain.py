@@ -11,7 +11,6 @@ the last checkpoint, the backbone as an MLflow model with its input signature).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import torchvision
 from mlflow.models import infer_signature
 from prefect import flow, get_run_logger
 
+from brainxai.atomic import save_json_atomic
 from brainxai.manifest import read_table
 from brainxai.paths import StudyPaths
 from brainxai.splits import check_subset_leakage
@@ -103,7 +103,9 @@ def pretrain_flow(
     summary: dict[str, Any] = {}
     shared = {k: pcfg[k] for k in ("data", "train", "augment", "knn")}
     with stage_run("pretrain", {"pretrain": {**shared, "frameworks": chosen}}) as stage:
-        (cache,) = run_cached(pretrain_cache, lambda r: r["files"], [_cache_call(params, paths)])
+        (cache,) = run_cached(
+            pretrain_cache, lambda r: r["files"], [_cache_call(params, paths)], root=root_path
+        )
         check_subset_leakage(manifest, cache["pretrain_record_ids"], allowed_splits=("train",))
         mlflow.log_metrics(
             {
@@ -132,7 +134,9 @@ def pretrain_flow(
                     "resident_max_bytes": int(pcfg["data"]["resident_max_bytes"]),
                     "mlflow_run_id": child.info.run_id,
                 }
-                (res,) = run_cached(pretrain_framework, lambda r: r["files"], [call])
+                (res,) = run_cached(
+                    pretrain_framework, lambda r: r["files"], [call], root=root_path
+                )
                 if res["mlflow_run_id"] != child.info.run_id:  # cache hit: log the history
                     for rec in res["history"]:
                         step = int(rec["epoch"]) * int(res["steps_per_epoch"])
@@ -150,9 +154,7 @@ def pretrain_flow(
                 "backbone": paths.rel(Path(res["backbone"]))
             }
             paths.metrics.mkdir(parents=True, exist_ok=True)
-            (paths.metrics / f"pretrain_{fw}.json").write_text(
-                json.dumps(summary[fw], indent=2, sort_keys=True) + "\n"
-            )
+            save_json_atomic(summary[fw], paths.metrics / f"pretrain_{fw}.json")
             logger.info("%s: %s", fw, res["final"])
     publish_stage("pretrain", [paths.metrics / f"pretrain_{fw}.json" for fw in summary])
     return {"cache": {k: v for k, v in cache.items() if k != "pretrain_record_ids"}, **summary}

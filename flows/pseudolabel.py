@@ -168,7 +168,7 @@ def run_pseudolabel(profile: str | None = None, root: str | None = None) -> dict
             }
             for s in todo
         ]
-        results = run_cached(pseudolabel_one, lambda r: r["files"], calls)
+        results = run_cached(pseudolabel_one, lambda r: r["files"], calls, root=root_path)
         by_key = {s["key"]: r for s, r in zip(todo, results, strict=True)}
         model = conf.proposer_model
         rows = [_row(s, by_key.get(s["key"]), conf.proposer, paths, model) for s in sessions]

@@ -37,6 +37,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger
 
+from brainxai.atomic import save_json_atomic, to_csv_atomic, to_parquet_atomic, write_text_atomic
 from brainxai.jsonio import write_json
 from brainxai.paths import StudyPaths
 from brainxai.xai.checkpoints import (
@@ -104,8 +105,9 @@ def _plan(
         ev = _evalset(name, fam, cfg, root)
         ev_path = out_dir / "evalsets" / f"{name}.parquet"
         ev_path.parent.mkdir(parents=True, exist_ok=True)
-        ev.table.to_parquet(ev_path, index=False)
-        ev.excluded.to_parquet(out_dir / "evalsets" / f"{name}_excluded.parquet", index=False)
+        to_parquet_atomic(ev.table, ev_path, index=False)
+        excluded = out_dir / "evalsets" / f"{name}_excluded.parquet"
+        to_parquet_atomic(ev.excluded, excluded, index=False)
         evalsets[name] = {"kind": fam.kind, "table": ev.table, "path": ev_path}
         report[name] = {
             "status": "ok",
@@ -237,15 +239,15 @@ def _plots(table: pd.DataFrame, plot_dir: Path, index: Path) -> list[Path]:
     for stale in plot_dir.glob("*.png"):
         if stale.stem not in new:
             stale.unlink()
-    index.write_text(json.dumps(new, indent=1, sort_keys=True) + "\n")
+    save_json_atomic(new, index, indent=1)
     return out
 
 
 def _write(df: pd.DataFrame, path: Path, parquet: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path.with_suffix(".csv"), index=False)
+    to_csv_atomic(df, path.with_suffix(".csv"), index=False)
     if parquet:
-        df.to_parquet(path.with_suffix(".parquet"), index=False)
+        to_parquet_atomic(df, path.with_suffix(".parquet"), index=False)
 
 
 def run_xai(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
@@ -264,7 +266,9 @@ def run_xai(profile: str | None = None, root: str | None = None) -> dict[str, An
         for name, rep in fam_report.items():
             if rep["status"] != "ok":
                 logger.warning("xai: family %s skipped (%s)", name, rep["reason"])
-        results = run_cached(explain_task, lambda r: r["files"], calls) if calls else []
+        results = (
+            run_cached(explain_task, lambda r: r["files"], calls, root=root_path) if calls else []
+        )
         ok = [r for r in results if r["status"] == "ok"]
         seen = set()
         for r in results:
@@ -297,7 +301,9 @@ def run_xai(profile: str | None = None, root: str | None = None) -> dict[str, An
             for f in finals
             if f.method in cfg.randomisation_methods
         ]
-        rand_res = run_cached(randomisation_task, lambda r: [], rcalls) if rcalls else []
+        rand_res = (
+            run_cached(randomisation_task, lambda r: [], rcalls, root=root_path) if rcalls else []
+        )
         rand = pd.DataFrame(
             [r for r in rand_res if r["status"] == "ok"],
             columns=["family", "run", "epoch", "method", "checkpoint", "n", "median_spearman",
@@ -311,10 +317,11 @@ def run_xai(profile: str | None = None, root: str | None = None) -> dict[str, An
         _write(rand, reports / "randomisation.csv")
         _write(pd.DataFrame(quarantine, columns=QUARANTINE_COLUMNS), reports / "quarantine.csv")
         if found:
-            (reports / "dissociations.md").write_text(dissociation_report(found))
+            write_text_atomic(reports / "dissociations.md", dissociation_report(found))
         else:
-            (reports / "dissociations.md").write_text(
-                "# AUC–consistency dissociations (paper 004 §4.4)\n\nNo checkpoint explained.\n"
+            write_text_atomic(
+                reports / "dissociations.md",
+                "# AUC–consistency dissociations (paper 004 §4.4)\n\nNo checkpoint explained.\n",
             )
         plots = _plots(table, reports / "plots", out_dir / "plot_digests.json")
 

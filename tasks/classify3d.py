@@ -9,7 +9,6 @@ code. No retries: a failure here is a bug or bad data, not transient I/O. Writes
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pandas as pd
 import torch
 from prefect import task
 
+from brainxai.atomic import save_json_atomic, to_parquet_atomic
 from brainxai.classify3d.config import (
     AugmentConfig,
     CVConfig,
@@ -118,7 +118,7 @@ def train_run(
     )
     out = Path(out_dir)
     preds = _predictions_frame(res.predictions, list(class_names))
-    preds.to_parquet(out / "predictions.parquet", index=False)
+    to_parquet_atomic(preds, out / "predictions.parquet", index=False)
     summary = {
         "run": run,
         "fold": fold,
@@ -137,7 +137,7 @@ def train_run(
         "train_record_ids": [d["record_id"] for d in data["train"] + data["val"]],
         "cv_metrics": scores(res.predictions["cv"], list(class_names)),
     }
-    (out / "history.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    save_json_atomic(summary, out / "history.json")
     summary["predictions"] = str(out / "predictions.parquet")
     summary["files"] = [summary["predictions"], *(c["path"] for c in res.checkpoints)]
     return summary

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from prefect import task
 
+from brainxai.atomic import to_csv_atomic, to_parquet_atomic, write_atomic, write_text_atomic
 from brainxai.evaluation.aggregate import compare, summarise
 from brainxai.evaluation.fractions import with_effective
 from brainxai.evaluation.metrics import classification_metrics, save_confusion
@@ -44,9 +45,11 @@ from brainxai.ssl.cache import IMAGES, INDEX, Cache, build_cache, fingerprint
 from brainxai.ssl.config import from_mapping
 from tasks.caching import (
     code_policy,
+    from_root,
     hashed_outputs,
     log_stale,
     output_problems,
+    root_calls,
     strip_hashes,
 )
 from tasks.gpu import GPU_TAG, on_gpu_slot
@@ -66,7 +69,7 @@ def finetune_cache(
     out = Path(out_dir)
     t0 = time.perf_counter()
     stats = build_cache(items, base_dir, out, data.cache_size, data.decode_workers)
-    (out / FINGERPRINT_FILE).write_text(fp + "\n")
+    write_text_atomic(out / FINGERPRINT_FILE, fp + "\n")
     return {
         "cache_dir": str(out),
         "fingerprint": fp,
@@ -118,9 +121,7 @@ def finetune_embed(
     seconds = time.perf_counter() - t0
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.npy")
-    np.save(tmp, feats)
-    tmp.replace(out)
+    write_atomic(out, lambda tmp: np.save(tmp, feats))
     return {"path": str(out), "files": [str(out)], "shape": list(feats.shape), "seconds": seconds}
 
 
@@ -172,7 +173,7 @@ def finetune_cell(
     preds: pd.DataFrame = res.pop("predictions")
     rep.mkdir(parents=True, exist_ok=True)
     pred_path = rep / "predictions.parquet"
-    preds.to_parquet(pred_path, index=False)
+    to_parquet_atomic(preds, pred_path, index=False)
     metrics = classification_metrics(
         preds["y_true"].to_numpy(), np.stack(preds["probs"].to_numpy()), CLASS_NAMES, ece_bins
     )
@@ -234,9 +235,11 @@ def finetune_aggregate(
         "results": out / "results.md",
         "plot": out / "label_efficiency.png",
     }
-    summary.to_csv(files["summary"], index=False)
-    comparisons.to_csv(files["comparisons"], index=False)
-    files["results"].write_text(results_markdown(summary, comparisons, metric=metric) + "\n")
+    to_csv_atomic(summary, files["summary"], index=False)
+    to_csv_atomic(comparisons, files["comparisons"], index=False)
+    write_text_atomic(
+        files["results"], results_markdown(summary, comparisons, metric=metric) + "\n"
+    )
     label_efficiency(summary, comparisons, metric, files["plot"])
     sig = comparisons["significant"] if not comparisons.empty else pd.Series(dtype=bool)
     diff = comparisons["diff"] if not comparisons.empty else pd.Series(dtype=float)
@@ -250,18 +253,23 @@ def finetune_aggregate(
 
 
 def gather_reporting(
-    task_: Any, files_of: Callable[[Any], Iterable[str | Path]], calls: list[dict[str, Any]]
+    task_: Any,
+    files_of: Callable[[Any], Iterable[str | Path]],
+    calls: list[dict[str, Any]],
+    root: str | Path | None = None,
 ) -> list[tuple[dict[str, Any], Any | None, str | None]]:
     """Like :func:`tasks.caching.run_cached` (a result whose files are missing, changed or
-    unrecorded is recomputed with ``refresh_cache=True``), but a call that fails (after its
-    retries) is returned as ``(call, None, error)`` instead of stopping the others."""
-    futures = [task_.submit(**kw) for kw in calls]
+    unrecorded is recomputed with ``refresh_cache=True``; ``root``: paths stored relative
+    to the study root), but a call that fails (after its retries) is returned as
+    ``(call, None, error)`` instead of stopping the others."""
+    sent = root_calls(task_, calls, root)
+    futures = [task_.submit(**kw) for kw in sent]
     out: list[tuple[dict[str, Any], Any | None, str | None]] = []
     stale: list[int] = []
     for i, (kw, fut) in enumerate(zip(calls, futures, strict=True)):
         fut.wait()
         if fut.state.is_completed():
-            res = fut.result()
+            res = from_root(fut.result(), root)
             out.append((kw, res, None))
             problems = output_problems(res, files_of)
             if problems:
@@ -271,11 +279,11 @@ def gather_reporting(
             out.append((kw, None, _error_of(fut)))
     if stale:
         fresh = task_.with_options(refresh_cache=True)
-        refutures = {i: fresh.submit(**calls[i]) for i in stale}
+        refutures = {i: fresh.submit(**sent[i]) for i in stale}
         for i, fut in refutures.items():
             fut.wait()
             ok = fut.state.is_completed()
-            res = fut.result() if ok else None
+            res = from_root(fut.result(), root) if ok else None
             err = None if ok else _error_of(fut)
             if ok and (problems := output_problems(res, files_of)):
                 res, err = None, f"outputs inconsistent after a re-run: {problems[:5]}"

@@ -8,7 +8,6 @@ Per-source ingestion is cached on a content fingerprint of the source tree
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 from pathlib import Path
@@ -18,9 +17,9 @@ import pandas as pd
 from prefect import task
 
 from brainxai import ingest as ing
-from brainxai.ingest.datacard import data_card
+from brainxai.ingest.datacard import data_card, write_data_card
 from brainxai.manifest import read_table, write_table
-from brainxai.splits import SplitConfig, assign_splits, check_leakage
+from brainxai.splits import SplitConfig, assign_splits, check_leakage, check_split_sizes
 from tasks.caching import code_policy, file_sha256, hashed_outputs
 
 
@@ -125,9 +124,14 @@ def split_and_card(
     card_json: str,
     table_hashes: list[str],
 ) -> dict[str, Any]:
-    """Combine sources, split by patient, check leakage, write manifest + data card.
+    """Combine sources, split by patient, check leakage and split sizes, write manifest +
+    data card.
 
-    ``table_hashes`` (sha256 of the per-source tables) is only there for the cache key.
+    A data set left without val/test patients raises
+    :class:`brainxai.splits.EmptySplitError` before anything is written, unless
+    ``split_cfg["allow_empty_splits"]``: then it is a warning in the data card and in the
+    result. ``table_hashes`` (sha256 of the per-source tables) is only there for the cache
+    key.
     """
     results = [
         ing.IngestResult(
@@ -140,17 +144,22 @@ def split_and_card(
         for s in sources
     ]
     combined = ing.combine(results, ing.IngestConfig.from_dict(ingest_cfg))
-    manifest = assign_splits(combined.manifest, SplitConfig.from_dict(split_cfg))
+    split_conf = SplitConfig.from_dict(split_cfg)
+    manifest = assign_splits(combined.manifest, split_conf)
     check_leakage(manifest)
+    split_warnings = check_split_sizes(manifest, split_conf)
     assert len(manifest) + len(combined.quarantine) == combined.found, "counts do not add up"
     write_table(manifest, manifest_path)
     write_table(combined.quarantine, quarantine_path)
     card, md = data_card(
-        manifest, combined.quarantine, combined.found, combined.ignored, notes=combined.notes
+        manifest,
+        combined.quarantine,
+        combined.found,
+        combined.ignored,
+        notes=combined.notes,
+        split_warnings=split_warnings,
     )
-    Path(card_md).parent.mkdir(parents=True, exist_ok=True)
-    Path(card_md).write_text(md)
-    Path(card_json).write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
+    write_data_card(card, md, card_md, card_json)
     per_split = manifest.groupby("split").size().to_dict()
     return {
         "found": int(combined.found),
@@ -159,6 +168,7 @@ def split_and_card(
         "ignored": int(combined.ignored),
         "subjects": int(manifest["subject"].nunique()),
         "per_split": {k: int(v) for k, v in per_split.items()},
+        "split_warnings": split_warnings,
         "quarantine_reasons": {
             k: int(v) for k, v in combined.quarantine.groupby("reason").size().to_dict().items()
         }

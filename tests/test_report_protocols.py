@@ -111,6 +111,9 @@ def test_finetune_tables_show_the_effective_fraction_beside_the_nominal_one(tmp_
     assert "50 % (effective 60.0 % of patients, 55.6 % of images) labels" in ft
     assert "100 % (effective 100.0 % of patients, 100.0 % of images) labels" in ft
     assert "<td>60.0 %</td>" in ft and "<td>55.6 %</td>" in ft  # the comparisons table
+    key = _section(html, "key-results")  # the best and the baseline condition, 100 %
+    assert "(simclr / finetune / 100 % (effective 100.0 % of patients, 100.0 % of images) " \
+        "labels)" in key  # fmt: skip
 
 
 def test_the_tau_sweep_opens_the_xai_section(tmp_path: Path):

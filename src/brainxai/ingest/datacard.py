@@ -12,6 +12,7 @@ import pandas as pd
 from brainxai.atomic import write_text_atomic
 from brainxai.ingest.common import REASONS
 from brainxai.manifest import SPLITS
+from brainxai.splits import split_sizes
 
 _SUBJECT_SOURCES = {
     "sidecar": "sidecar CSV",
@@ -66,8 +67,12 @@ def data_card(
     ignored: int,
     notes: Sequence[str] = (),
     max_groups: int = 20,
+    split_warnings: Sequence[str] = (),
 ) -> tuple[dict[str, Any], str]:
-    """Summarise a (split) manifest and its quarantine as a JSON-able dict and Markdown."""
+    """Summarise a (split) manifest and its quarantine as a JSON-able dict and Markdown.
+
+    ``split_warnings``: :func:`brainxai.splits.check_split_sizes`'s messages (data sets
+    without val/test patients), listed first among the warnings."""
     n_in, n_q = len(manifest), len(quarantine)
     ok = n_in + n_q == found
     img_rec, img_tab = _pivot(manifest, ["dataset", "label", "sequence"], None)
@@ -93,7 +98,7 @@ def data_card(
         else pd.DataFrame(columns=["size", "labels", "splits"])
     )
     mixed = int((groups["labels"].map(len) > 1).sum()) if len(groups) else 0
-    warnings: list[str] = []
+    warnings: list[str] = [f"SPLIT TOO SMALL: {w}" for w in split_warnings]
     if not ok:
         warnings.append(f"COUNTS DO NOT ADD UP: {n_in} ingested + {n_q} quarantined != {found}")
     n_pg = sources.get("phash_group", 0)
@@ -118,6 +123,9 @@ def data_card(
         "images_per_class_sequence_split": img_rec,
         "subjects_per_group_split": sub_rec,
         "n_subjects": int(manifest["subject"].nunique()) if n_in else 0,
+        "patients_per_dataset_split": split_sizes(manifest)
+        if n_in and "split" in manifest.columns
+        else {},
         "quarantine_by_reason": reasons,
         "subject_sources": sources,
         "near_duplicates": {

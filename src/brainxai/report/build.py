@@ -156,8 +156,10 @@ def _section_difficulty(d: StageData, ctx: _Ctx) -> Section:
     sec = Section("difficulty", "Data difficulty (supervised baselines)")
     if not d.ran:
         return _not_run(sec.id, sec.title, d)
-    rows = []
+    rows, skipped = [], []
     for ds, entry in sorted(d.doc("difficulty").items()):
+        if "skipped" in entry:
+            skipped.append(f"{ds}: {entry['skipped']}")
         for model, m in sorted(entry.items()):
             if isinstance(m, dict):
                 rows.append(
@@ -170,6 +172,8 @@ def _section_difficulty(d: StageData, ctx: _Ctx) -> Section:
                         "macro-F1": T.num(m.get("macro_f1")),
                     }
                 )
+    if skipped:
+        sec.add(items(skipped, "Not scored (the split has no such patients):"))
     return sec.add(
         table(
             pd.DataFrame(rows),

@@ -198,8 +198,13 @@ def pseudolabel_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def condition_label(cond: dict[str, Any]) -> str:
-    return f"{cond['init']} / {cond['protocol']} / {percent_label(cond['fraction'])} labels"
+def condition_label(cond: dict[str, Any], summary: pd.DataFrame | None = None) -> str:
+    """``init / protocol / <fraction> labels``; with ``summary`` (its effective columns) the
+    effective fraction stands beside the nominal one."""
+    fraction = float(cond["fraction"])
+    labels = fraction_labels(summary) if summary is not None and len(summary) else {}
+    name = labels.get(fraction, percent_label(fraction))
+    return f"{cond['init']} / {cond['protocol']} / {name} labels"
 
 
 def tau_sweep_table(sensitivity: pd.DataFrame, default_tau: float) -> pd.DataFrame:
