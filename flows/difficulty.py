@@ -4,14 +4,15 @@ nor hopeless (see :mod:`brainxai.baseline`). Run: ``brainxai data difficulty``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import mlflow
-from prefect import flow
+from prefect import flow, get_run_logger
 
+from brainxai.atomic import save_json_atomic
 from brainxai.paths import StudyPaths
 from tasks.artifacts import publish_stage
+from tasks.caching import run_cached
 from tasks.difficulty import difficulty_probe
 from tasks.env import study_params
 from tasks.ingest import file_sha256
@@ -30,15 +31,20 @@ def difficulty_flow(profile: str | None = None, root: str | None = None) -> dict
     paths = StudyPaths.from_params(root_path, params)
     cfg = {**params["difficulty"], "seed": int(params["seed"])}
     with stage_run("difficulty", {"difficulty": cfg}):
-        result = difficulty_probe(
-            str(paths.manifest), file_sha256(paths.manifest), str(root_path), cfg
-        )
+        call = {
+            "manifest_path": str(paths.manifest),
+            "manifest_sha256": file_sha256(paths.manifest),
+            "base_dir": str(root_path),
+            "cfg": cfg,
+        }
+        (result,) = run_cached(difficulty_probe, lambda r: [], [call], root=root_path)
+        for dataset, entry in sorted(result.items()):
+            if "skipped" in entry:
+                get_run_logger().warning("difficulty: %s skipped: %s", dataset, entry["skipped"])
         numeric = {k: v for k, v in flatten(result).items() if _is_number(v)}
         mlflow.log_metrics({f"difficulty.{k}": float(v) for k, v in numeric.items()})
     paths.metrics.mkdir(parents=True, exist_ok=True)
-    (paths.metrics / "difficulty.json").write_text(
-        json.dumps(result, indent=2, sort_keys=True) + "\n"
-    )
+    save_json_atomic(result, paths.metrics / "difficulty.json")
     publish_stage("difficulty", paths.metrics / "difficulty.json")
     return result
 

@@ -5,12 +5,12 @@ Run: ``brainxai data ingest [--profile smoke]`` or ``python -m flows.ingest``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import mlflow
 from prefect import flow, get_run_logger
 
+from brainxai.atomic import save_json_atomic
 from brainxai.ingest import IngestConfig
 from brainxai.ingest.dicom import dicom_salt, salt_id
 from brainxai.ingest.sources import SourceError, check_sources, dvc_uncovered
@@ -66,7 +66,7 @@ def ingest_flow(profile: str | None = None, root: str | None = None) -> dict[str
                     "salt_id": sid if src["layout"] == "dicom" else "",
                 }
             )
-        sources = run_cached(ingest_source, lambda r: r["files"], calls)
+        sources = run_cached(ingest_source, lambda r: r["files"], calls, root=root_path)
         for s in sources:
             logger.info(
                 "%s: found %d, ingested %d, quarantined %d",
@@ -91,8 +91,12 @@ def ingest_flow(profile: str | None = None, root: str | None = None) -> dict[str
                     + [file_sha256(s["quarantine"]) for s in sources],
                 }
             ],
+            root=root_path,
         )
+        for warning in result["split_warnings"]:  # allowed by split.allow_empty_splits
+            logger.warning("split too small: %s", warning)
         metrics = {
+            "ingest.datasets_with_empty_splits": len(result["split_warnings"]),
             "ingest.found": result["found"],
             "ingest.ingested": result["ingested"],
             "ingest.quarantined": result["quarantined"],
@@ -105,7 +109,7 @@ def ingest_flow(profile: str | None = None, root: str | None = None) -> dict[str
             mlflow.log_artifact(str(f), artifact_path="ingest")
     paths.metrics.mkdir(parents=True, exist_ok=True)
     out = {k: v for k, v in result.items() if k != "files"}
-    (paths.metrics / "ingest.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    save_json_atomic(out, paths.metrics / "ingest.json")
     publish_stage("ingest", paths.metrics / "ingest.json")
     return out
 

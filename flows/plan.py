@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from brainxai.atomic import to_csv_atomic, write_text_atomic
 from brainxai.config import load_params
 from brainxai.plan import GPU_STAGES, PlanConfig, components, measured_costs, plan_table
 
@@ -104,6 +105,6 @@ def write_plan(
     df = build_plan(root, profile, study, gpu_tflops)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv, md = out_dir / f"plan_{profile}.csv", out_dir / f"plan_{profile}.md"
-    df.to_csv(csv, index=False)
-    md.write_text(to_markdown(df, profile, study, gpu_tflops))
+    to_csv_atomic(df, csv, index=False)
+    write_text_atomic(md, to_markdown(df, profile, study, gpu_tflops))
     return csv, md, df

@@ -41,7 +41,7 @@ def report_flow(
             "fingerprint": inputs_fingerprint(root_path, params),
             "out": str(Path(out).resolve()) if out else None,
         }
-        (result,) = run_cached(write_report, lambda r: r["files"], [call])
+        (result,) = run_cached(write_report, lambda r: r["files"], [call], root=root_path)
         mlflow.log_metrics(
             {
                 "report.seconds": float(result["seconds"]),

@@ -11,7 +11,6 @@ the GIL) with ``cores // workers`` ITK threads each.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import mlflow
 import pandas as pd
 from prefect import flow, get_run_logger
 
+from brainxai.atomic import save_json_atomic
 from brainxai.manifest import read_table, write_table
 from brainxai.paths import StudyPaths
 from brainxai.splits import check_leakage
@@ -90,7 +90,7 @@ def run_standardize(profile: str | None = None, root: str | None = None) -> dict
             }
             for s in sessions
         ]
-        results = run_cached(standardize_one, lambda r: r["files"], calls)
+        results = run_cached(standardize_one, lambda r: r["files"], calls, root=root_path)
         for res in results:
             if res["status"] == "ok":
                 res["files_rel"] = {k: _rel(paths, v) for k, v in res["outputs"].items()}
@@ -156,9 +156,7 @@ def run_standardize(profile: str | None = None, root: str | None = None) -> dict
         for name in ("manifest_std", "standardize_qc", "standardize_quarantine"):
             mlflow.log_artifact(str(processed / f"{name}.parquet"), artifact_path="standardize")
     paths.metrics.mkdir(parents=True, exist_ok=True)
-    (paths.metrics / "standardize.json").write_text(
-        json.dumps(summary, indent=2, sort_keys=True) + "\n"
-    )
+    save_json_atomic(summary, paths.metrics / "standardize.json")
     logger.info("standardize: %s", summary)
     publish_stage("standardize", paths.metrics / "standardize.json", out_root.glob("*/montage.png"))
     return summary

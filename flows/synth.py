@@ -5,7 +5,6 @@ Run: ``brainxai data synth [--profile smoke]`` or ``python -m flows.synth``.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import mlflow
 from prefect import flow, get_run_logger
 
+from brainxai.atomic import save_json_atomic
 from brainxai.config import params_digest
 from brainxai.paths import StudyPaths
 from tasks.artifacts import publish_stage
@@ -78,7 +78,7 @@ def synth_flow(profile: str | None = None, root: str | None = None) -> dict[str,
                 }
                 for idx in _shards(n, shard_size)
             ]
-            shards = run_cached(write_shard, lambda r: r["files"], calls)
+            shards = run_cached(write_shard, lambda r: r["files"], calls, root=root_path)
             (done,) = run_cached(
                 finalize,
                 lambda r: r["files"],
@@ -92,9 +92,10 @@ def synth_flow(profile: str | None = None, root: str | None = None) -> dict[str,
                         "meta_dir": str(meta_dir) if meta_dir else None,
                     }
                 ],
+                root=root_path,
             )
+            written = {Path(f).resolve() for s in [*shards, done] for f in s["files"]}
             done = {k: v for k, v in done.items() if k != "files"}
-            written = {Path(f).resolve() for s in shards for f in s["files"]}
             if kind == "kaggle2d" and any(params["synth_faults"].values()):
                 # planted after generation, before pruning; cached like a shard
                 (faults,) = run_cached(
@@ -109,6 +110,7 @@ def synth_flow(profile: str | None = None, root: str | None = None) -> dict[str,
                             "synth_key": params_digest({"synth": cfg, "seed": seed}),
                         }
                     ],
+                    root=root_path,
                 )
                 written |= {Path(f).resolve() for f in faults["files"]}
                 done["faults"] = faults["planted"]
@@ -140,7 +142,7 @@ def synth_flow(profile: str | None = None, root: str | None = None) -> dict[str,
                 mlflow.log_artifact(str(f), artifact_path="synth")
     paths.metrics.mkdir(parents=True, exist_ok=True)
     counts = {k: v for k, v in summary.items() if k != "seconds"}
-    (paths.metrics / "synth.json").write_text(json.dumps(counts, indent=2, sort_keys=True) + "\n")
+    save_json_atomic(counts, paths.metrics / "synth.json")
     publish_stage("synth", paths.metrics / "synth.json")
     logger.info("synthetic cohort: %s", summary)
     return summary

@@ -17,6 +17,18 @@ disk truncates one), so every task that :func:`run_cached` gathers is wrapped in
 :func:`hashed_outputs`, which records the sha256 of each file the result names, and
 :func:`run_cached` re-runs a call with ``refresh_cache=True`` when a file is missing,
 its content changed, or the result recorded no hashes.
+
+A study directory can be moved (or checked out at another path on another host):
+:func:`run_cached` with ``root=`` sends every path inside the study root to the task as
+``${STUDY_ROOT}/...`` (:func:`relativize`), so the cache key holds no absolute location,
+plus the root itself in the parameter ``study_root``, which the key leaves out. Inside the
+task, :func:`hashed_outputs` expands the paths back before the task body runs and stores
+the result (recorded hashes included) relative to the root again; :func:`run_cached`
+expands it against the current root. A cached result stays valid after a move as long as
+the files it names still hold what the task wrote.
+
+Secrets never enter a cache key: the inputs are hashed with the user info of any URL
+(``https://user:password@host``) replaced (:func:`brainxai.redact.redact`).
 """
 
 from __future__ import annotations
@@ -25,7 +37,9 @@ import ast
 import functools
 import hashlib
 import importlib.util
+import inspect
 import logging
+import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,14 +47,21 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+from prefect.cache_policies import TASK_SOURCE, CachePolicy, Inputs
 from prefect.context import TaskRunContext
+
+from brainxai.redact import redact
 
 #: Top-level packages whose modules count as project code in a cache key.
 PROJECT_PACKAGES = ("brainxai", "tasks")
 #: Result key holding ``{path: sha256}`` of the files the result names.
 OUTPUT_HASHES = "output_sha256"
 CHUNK = 1 << 20
+#: Task parameter carrying the study root (added by :func:`run_cached`; not in the key).
+ROOT_PARAM = "study_root"
+#: How task inputs and stored results name the study root.
+ROOT_TOKEN = "${STUDY_ROOT}"
+_PATH_CHAR = r"[\w.~/-]"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -194,12 +215,81 @@ class CodeVersion(CachePolicy):
         return ",".join(code_hash(m) for m in self.modules)
 
 
+@dataclass
+class RedactedInputs(Inputs):
+    """Prefect's INPUTS with the user info of URLs redacted before hashing (a password in
+    a URL must not end up in a cache key, nor invalidate the cache when it rotates)."""
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        clean = {k: _map_strings(v, redact) for k, v in (inputs or {}).items()}
+        return super().compute_key(task_ctx, clean, flow_parameters, **kwargs)
+
+
 def code_policy(*modules: str) -> CachePolicy:
-    """INPUTS + TASK_SOURCE + the code closure of ``modules`` (a task module passes its
-    ``__name__``): the project's task cache policy."""
+    """Inputs (URL credentials redacted, the study root left out) + TASK_SOURCE + the code
+    closure of ``modules`` (a task module passes its ``__name__``): the project's task
+    cache policy."""
     if not modules:
         raise TypeError("code_policy() needs the task's module, e.g. code_policy(__name__)")
-    return INPUTS + TASK_SOURCE + CodeVersion(modules=tuple(sorted(set(modules))))
+    inputs = RedactedInputs(exclude=[ROOT_PARAM])
+    return inputs + TASK_SOURCE + CodeVersion(modules=tuple(sorted(set(modules))))
+
+
+# --------------------------------------------------------------- study-relative paths
+
+
+def _map_strings(obj: Any, fn: Callable[[str], str]) -> Any:
+    """``obj`` with ``fn`` applied to every string in it (dict keys too), through dicts,
+    lists and tuples; other values are returned as they are."""
+    if isinstance(obj, str):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {_map_strings(k, fn): _map_strings(v, fn) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_map_strings(v, fn) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_map_strings(v, fn) for v in obj)
+    return obj
+
+
+def _root_pattern(text: str) -> re.Pattern[str]:
+    """``text`` as a whole path component: not preceded by a path character, followed by
+    ``/`` or the end of the string."""
+    return re.compile(rf"(?<!{_PATH_CHAR}){re.escape(text)}(?=/|$)")
+
+
+def _root_forms(root: str | Path) -> list[str]:
+    """The absolute spellings of ``root`` (as given and with links resolved), longest
+    first; the file-system root itself is never one (every path would match)."""
+    p = Path(root)
+    forms = {str(p.absolute()), str(p.resolve())}
+    return sorted((f for f in forms if f != p.anchor), key=len, reverse=True)
+
+
+def relativize(obj: Any, root: str | Path) -> Any:
+    """Every absolute path inside ``root`` in ``obj`` (whole strings and paths inside
+    text) written as ``${STUDY_ROOT}/rel/path``; see :func:`expand`."""
+    patterns = [_root_pattern(f) for f in _root_forms(root)]
+
+    def sub(text: str) -> str:
+        for pat in patterns:
+            text = pat.sub(lambda _m: ROOT_TOKEN, text)
+        return text
+
+    return _map_strings(obj, sub)
+
+
+def expand(obj: Any, root: str | Path) -> Any:
+    """Inverse of :func:`relativize`: ``${STUDY_ROOT}`` becomes ``root`` (resolved)."""
+    target = str(Path(root).resolve())
+    pattern = _root_pattern(ROOT_TOKEN)
+    return _map_strings(obj, lambda text: pattern.sub(lambda _m: target, text))
 
 
 # ------------------------------------------------------------------------ output hashes
@@ -226,21 +316,43 @@ def _default_files(result: Any) -> list[str]:
     return list(result.get("files", [])) if isinstance(result, dict) else []
 
 
+def _with_root_param(sig: inspect.Signature) -> inspect.Signature:
+    """``sig`` plus a keyword-only ``study_root=None`` (before any ``**kwargs``)."""
+    extra = inspect.Parameter(ROOT_PARAM, inspect.Parameter.KEYWORD_ONLY, default=None)
+    params = list(sig.parameters.values())
+    if ROOT_PARAM in sig.parameters:
+        raise TypeError(f"a task wrapped in hashed_outputs may not have a {ROOT_PARAM!r} param")
+    at = next(
+        (i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD),
+        len(params),
+    )
+    return sig.replace(parameters=[*params[:at], extra, *params[at:]])
+
+
 def hashed_outputs(
     fn: F | None = None, *, files_of: Callable[[Any], Iterable[str | Path]] = _default_files
 ) -> Any:
     """Decorator (put under ``@task``): a dict result gets ``result["output_sha256"] =
     {path: sha256}`` for every file in ``files_of(result)`` (default: ``result["files"]``),
-    so :func:`run_cached` can tell a cached result from the files now on disk."""
+    so :func:`run_cached` can tell a cached result from the files now on disk.
+
+    The wrapped task also takes ``study_root`` (given by :func:`run_cached`): when set, the
+    ``${STUDY_ROOT}`` paths of the inputs are expanded before the body runs and the
+    result's paths are stored relative to the root (:func:`relativize`)."""
 
     def wrap(func: F) -> F:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            root = kwargs.pop(ROOT_PARAM, None)
+            if root:
+                args, kwargs = expand(args, root), expand(kwargs, root)
             result = func(*args, **kwargs)
             if isinstance(result, dict):
                 result[OUTPUT_HASHES] = _hashes(str(p) for p in files_of(result))
-            return result
+            return relativize(result, root) if root else result
 
+        wrapper.__signature__ = _with_root_param(inspect.signature(func))  # type: ignore[attr-defined]
+        wrapper.hashes_outputs = True  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return wrap(fn) if fn is not None else wrap
@@ -286,10 +398,30 @@ def log_stale(task: Any, problems: list[str]) -> None:
                       getattr(task, "name", task), shown)  # fmt: skip
 
 
+def root_calls(
+    task: Any, calls: list[dict[str, Any]], root: str | Path | None
+) -> list[dict[str, Any]]:
+    """``calls`` as sent to ``task``: without ``root`` unchanged; with it, paths inside the
+    study root relative to it (:func:`relativize`) and ``study_root`` set, so the cache
+    key does not depend on where the study lies."""
+    if root is None:
+        return calls
+    if not getattr(getattr(task, "fn", task), "hashes_outputs", False):
+        raise TypeError(f"{getattr(task, 'name', task)}: root= needs a @hashed_outputs task")
+    here = str(Path(root).resolve())
+    return [{**relativize(kw, root), ROOT_PARAM: here} for kw in calls]
+
+
+def from_root(result: Any, root: str | Path | None) -> Any:
+    """A result as stored (study-relative paths) with the paths of the current root."""
+    return result if root is None else expand(result, root)
+
+
 def run_cached(
     task: Any,
     files_of: Callable[[Any], Iterable[str | Path]],
     calls: list[dict[str, Any]],
+    root: str | Path | None = None,
 ) -> list[Any]:
     """Submit ``task(**kw)`` for every ``kw`` in ``calls`` and gather the results.
 
@@ -298,17 +430,20 @@ def run_cached(
     result with a missing file, a file whose content changed or no recorded hashes is
     recomputed with ``refresh_cache=True`` (logged with the file and the reason), then
     checked again: still inconsistent raises. The results come back without the hashes.
+    ``root`` (the study root): inputs and stored results name paths relative to it, so
+    the cache survives moving the study (module docstring).
     """
-    futures = [task.submit(**kw) for kw in calls]
-    results = [f.result() for f in futures]
+    sent = root_calls(task, calls, root)
+    futures = [task.submit(**kw) for kw in sent]
+    results = [from_root(f.result(), root) for f in futures]
     stale = {i: p for i, r in enumerate(results) if (p := output_problems(r, files_of))}
     if stale:
         for problems in stale.values():
             log_stale(task, problems)
         fresh = task.with_options(refresh_cache=True)
-        refutures = {i: fresh.submit(**calls[i]) for i in stale}
+        refutures = {i: fresh.submit(**sent[i]) for i in stale}
         for i, fut in refutures.items():
-            results[i] = fut.result()
+            results[i] = from_root(fut.result(), root)
             problems = output_problems(results[i], files_of)
             if problems:
                 raise RuntimeError(

@@ -14,6 +14,7 @@ from typing import Any
 
 from prefect import task
 
+from brainxai.atomic import to_parquet_atomic
 from brainxai.finetune.config import BackboneSpec, FinetuneConfig
 from brainxai.finetune.control_cell import run_control
 from brainxai.jsonio import write_json
@@ -61,7 +62,7 @@ def finetune_control(
     )  # fmt: skip
     rep.mkdir(parents=True, exist_ok=True)
     pred_path = rep / "predictions.parquet"
-    res["predictions"].to_parquet(pred_path, index=False)
+    to_parquet_atomic(res["predictions"], pred_path, index=False)
     measured_path = write_json(rep / "measured.json", {**res["measured"],
                                                        "history": res["history"]})  # fmt: skip
     ckpts = [c["path"] for c in res["checkpoints"]]

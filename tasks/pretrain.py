@@ -12,7 +12,6 @@ framework.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from prefect import task
 
+from brainxai.atomic import save_json_atomic
 from brainxai.manifest import read_table
 from brainxai.ssl import (
     AugmentConfig,
@@ -154,8 +154,7 @@ def pretrain_framework(
     result["checkpoint"] = str(ckpts[-1]) if ckpts else ""
     result["files"] = [result["backbone"], *([result["checkpoint"]] if ckpts else [])]
     result["mlflow_run_id"] = mlflow_run_id
-    (Path(out_dir) / "summary.json").write_text(
-        json.dumps({k: v for k, v in result.items() if k != "files"}, indent=2, sort_keys=True)
-        + "\n"
+    save_json_atomic(
+        {k: v for k, v in result.items() if k != "files"}, Path(out_dir) / "summary.json"
     )
     return result

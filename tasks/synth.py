@@ -14,6 +14,7 @@ from typing import Any
 from prefect import task
 
 from brainxai import synth
+from brainxai.synth.cohort import TRUTH_DIR
 from tasks.caching import code_policy, hashed_outputs
 from tasks.transient import (
     TRANSIENT_RETRIES,
@@ -96,7 +97,11 @@ def finalize(
     if kind == "cohort3d":
         specs = _plan(kind, conf, seed)
         synth.finalize_cohort3d(Path(out_dir), specs, items, conf, seed)
-        files = [Path(out_dir) / "participants.tsv", Path(out_dir) / "dataset_description.json"]
+        files = [
+            Path(out_dir) / "participants.tsv",
+            Path(out_dir) / "dataset_description.json",
+            Path(out_dir) / TRUTH_DIR / "dataset_description.json",  # else pruned as stale
+        ]
         return {"kind": kind, "subjects": len(specs), "files": [str(f) for f in files]}
     csv_path = synth.finalize_kaggle2d(Path(meta_dir or out_dir), items)
     return {

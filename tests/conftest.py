@@ -67,12 +67,22 @@ def wait_healthy(url: str, proc, timeout: float, log: Path | None = None) -> Non
     raise TimeoutError(f"{url} not healthy after {timeout} s\n{tail()}")
 
 
-def make_study(dest: Path, synth_overrides: dict | None = None, copy_code: bool = False) -> Path:
-    """A throw-away study root: params.yaml (smoke, tiny synth) and dvc.yaml, optionally code."""
+def make_study(
+    dest: Path,
+    synth_overrides: dict | None = None,
+    copy_code: bool = False,
+    allow_empty_splits: bool = True,
+) -> Path:
+    """A throw-away study root: params.yaml (smoke, tiny synth) and dvc.yaml, optionally code.
+
+    The tiny cohort has one 3D subject per diagnosis, so its 3D data set has no val/test
+    patients: ``allow_empty_splits`` (default here, not in params.yaml) lets ingestion go on
+    with a warning instead of stopping (issue 16.8)."""
     dest.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     smoke = params["profiles"]["smoke"]
     smoke["synth"] = {**smoke.get("synth", {}), **TINY_SYNTH, **(synth_overrides or {})}
+    params["split"]["allow_empty_splits"] = allow_empty_splits
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copy(REPO / "dvc.yaml", dest / "dvc.yaml")
     if copy_code:

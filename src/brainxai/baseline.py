@@ -159,7 +159,10 @@ def cnn_baseline(
 
 
 def run_baselines(manifest: pd.DataFrame, base_dir: Path, cfg: BaselineConfig) -> dict[str, Any]:
-    """Every baseline on each data set of the manifest (2D: all rows; 3D: ``sequence_3d``)."""
+    """Every baseline on each data set of the manifest (2D: all rows; 3D: ``sequence_3d``).
+
+    A data set without train or test images gets ``{"skipped": reason}`` instead of scores
+    (never silently left out)."""
     out: dict[str, Any] = {}
     for dataset, part in manifest.groupby("dataset", sort=True):
         if set(part["ndim"]) == {3}:
@@ -169,7 +172,12 @@ def run_baselines(manifest: pd.DataFrame, base_dir: Path, cfg: BaselineConfig) -
         y = part["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
         train = (part["split"] == "train").to_numpy()
         test = (part["split"] == "test").to_numpy()
-        if train.sum() == 0 or test.sum() == 0:
+        if train.sum() == 0 or test.sum() == 0:  # a cohort too small for its splits
+            empty = [k for k, m in (("train", train), ("test", test)) if m.sum() == 0]
+            out[str(dataset)] = {
+                "skipped": f"no {' and '.join(empty)} images (train {int(train.sum())}, "
+                f"test {int(test.sum())}): no baseline can be scored"
+            }
             continue
         res: dict[str, Any] = {"classes": len(classes), "n_train": int(train.sum())}
         x = features(part, base_dir, cfg)

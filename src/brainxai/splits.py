@@ -23,6 +23,15 @@ Rounding rule (per stratum of ``n`` units)
     70/15/15: n=10 -> 7/2/1, n=20 -> 14/3/3, n=7 -> 5/1/1, n=3 -> 1/1/1,
     n=2 -> 2/0/0.
 
+Empty splits
+    A small cohort can leave a data set without val or test patients (two units per
+    stratum: 2/0/0). :func:`check_split_sizes` names every data set that lacks a split it
+    should have and raises :class:`EmptySplitError` before any later stage runs, unless
+    ``allow_empty_splits`` is set; then its messages are warnings for the data card and
+    the report. A data set "should have" every split with a positive fraction, except
+    when all its units carry source splits: then exactly those (with val when the source
+    gives train, as above).
+
 Folds
     ``fold`` is a stratified k-fold over the development pool (train + val units);
     test rows get ``fold = -1``. Within each stratum (sorted), units are shuffled
@@ -47,6 +56,10 @@ from brainxai.config import config_from_mapping
 from brainxai.manifest import SPLITS
 
 
+class EmptySplitError(ValueError):
+    """A data set would have no patients in a split it needs (see :func:`check_split_sizes`)."""
+
+
 class LeakageError(ValueError):
     """A subject or duplicate group would be seen by two splits (or by a stage it must not)."""
 
@@ -64,6 +77,9 @@ class SplitConfig:
     test: float = 0.15
     n_folds: int = 5
     seed: int = 0
+    #: go on (with a warning in the data card and the report) when a data set has no
+    #: patients in val or test; otherwise :class:`EmptySplitError` stops ingestion
+    allow_empty_splits: bool = False
 
     def __post_init__(self) -> None:
         fr = (self.train, self.val, self.test)
@@ -195,6 +211,62 @@ def _deal(units: pd.DataFrame, sub: pd.DataFrame, counts: dict[str, int], rng) -
     keys = keys[rng.permutation(len(keys))]
     labels = np.repeat(list(counts), list(counts.values()))
     units.loc[keys, "split"] = labels
+
+
+def _expected_splits(part: pd.DataFrame, cfg: SplitConfig) -> list[str]:
+    """Splits data set ``part`` should have patients in (module doc, "Empty splits")."""
+    positive = [k for k, f in cfg.fractions().items() if f > 0]
+    src = part.get("source_split", pd.Series("", index=part.index)).fillna("").astype(str)
+    if (src == "").any():
+        return positive
+    want = set(src)
+    if "train" in want and "val" not in want and cfg.val > 0:
+        want.add("val")
+    return [k for k in SPLITS if k in want]
+
+
+def split_sizes(manifest: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Patients (distinct ``subject``) per data set and split: ``{dataset: {split: n}}``."""
+    out: dict[str, dict[str, int]] = {}
+    for dataset, part in manifest.groupby("dataset", sort=True):
+        n = part.groupby(part["split"].astype(str))["subject"].nunique()
+        out[str(dataset)] = {k: int(n.get(k, 0)) for k in SPLITS}
+    return out
+
+
+def empty_splits(manifest: pd.DataFrame, cfg: SplitConfig) -> list[str]:
+    """One message per data set that has no patients in a split it should have."""
+    need = sum(1 for f in cfg.fractions().values() if f > 0)
+    sizes = split_sizes(manifest)
+    messages = []
+    for dataset, part in manifest.groupby("dataset", sort=True):
+        counts = sizes[str(dataset)]
+        missing = [k for k in _expected_splits(part, cfg) if counts[k] == 0]
+        if not missing:
+            continue
+        strata = part.groupby(part["group"].astype(str))["subject"].nunique()
+        small = int((strata < need).sum())
+        messages.append(
+            f"data set {dataset}: no patients in {' and '.join(missing)} "
+            f"({', '.join(f'{k} {counts[k]}' for k in SPLITS)} patients; {small} of "
+            f"{len(strata)} diagnosis groups have fewer than {need} patients, too few to "
+            f"give each split one): no {' or '.join(missing)} score can be computed for it"
+        )
+    return messages
+
+
+def check_split_sizes(manifest: pd.DataFrame, cfg: SplitConfig) -> list[str]:
+    """:func:`empty_splits` of a split manifest: raise :class:`EmptySplitError` naming
+    them unless ``cfg.allow_empty_splits``; else return them (warnings to publish)."""
+    messages = empty_splits(manifest, cfg)
+    if messages and not cfg.allow_empty_splits:
+        raise EmptySplitError(
+            "the cohort is too small for its splits: "
+            + "; ".join(messages)
+            + ". Add patients, or set split.allow_empty_splits: true in params.yaml to go on "
+            "with this warning in the data card and the report."
+        )
+    return messages
 
 
 def _spread(df: pd.DataFrame, key: str, by: str) -> pd.Series:
