@@ -269,18 +269,18 @@ def _section_finetune(d: StageData, ctx: _Ctx) -> Section:
     if cond is not None:
         names = kaggle_classes()
         best = T.condition_summary(summary, cond, cfg.metric)
-        ctx.note(f"best {cfg.metric} ({T.condition_label(cond)})", best, sec.id)
+        ctx.note(f"best {cfg.metric} ({T.condition_label(cond, summary)})", best, sec.id)
         if len(comp) and "baseline" in comp:
             base = {**cond, "init": str(comp["baseline"].iloc[0])}
             ctx.note(
-                f"baseline {cfg.metric} ({T.condition_label(base)})",
+                f"baseline {cfg.metric} ({T.condition_label(base, summary)})",
                 T.condition_summary(summary, base, cfg.metric),
                 sec.id,
             )
         rows = T.condition_rows(preds, cond)
         if len(rows):
             per = T.per_seed_metrics(rows, names)
-            label = T.condition_label(cond)
+            label = T.condition_label(cond, summary)
             sec.add(
                 table(
                     T.per_class_prf(per, names),
