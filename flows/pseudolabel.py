@@ -139,6 +139,8 @@ def run_pseudolabel(profile: str | None = None, root: str | None = None) -> dict
     paths = StudyPaths.from_params(root_path, params)
     pcfg = params["pseudolabel"]
     conf = PseudolabelConfig.from_dict(pcfg["config"])
+    if conf.proposer == "openai":
+        conf.openai.endpoint()  # refuses plain http:// off this machine before any work
     workers = int(pcfg["runner"]["workers"])
     threads = max(1, (os.cpu_count() or 1) // workers)
     out_root = root_path / pcfg["out_dir"]

@@ -26,6 +26,7 @@ from typing import Any
 import mlflow
 import yaml
 
+from brainxai.redact import redact
 from tasks.env import study_root
 
 EXPERIMENT = os.environ.get("BRAINXAI_EXPERIMENT", "brainxai")
@@ -39,14 +40,15 @@ _BATCH = 100
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested mapping -> ``{"a.b.c": "value"}`` with values as (truncated) strings."""
+    """Nested mapping -> ``{"a.b.c": "value"}`` with values as (truncated) strings; the
+    credentials of any URL in a value are masked (:func:`brainxai.redact.redact`)."""
     flat: dict[str, str] = {}
     for key, val in params.items():
         name = f"{prefix}{key}"
         if isinstance(val, Mapping):
             flat.update(flatten(val, f"{name}."))
         else:
-            flat[name] = str(val)[:_MAX_PARAM_LEN]
+            flat[name] = redact(str(val))[:_MAX_PARAM_LEN]
     return flat
 
 

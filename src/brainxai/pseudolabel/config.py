@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from brainxai.config import config_from_mapping
+from brainxai.redact import has_credentials, is_loopback_host, redact_url
 
 
 def local_model_name(model_path: str) -> str:
@@ -206,9 +209,20 @@ class OpenAIConfig:
     The key is read from the environment variable ``api_key_env`` (never from params).
     ``retries`` with exponential back-off ``backoff_s * 2**attempt`` on time-outs,
     connection errors, 429 and 5xx; at most ``max_concurrency`` requests in flight.
+
+    Where the images go: ``base_url``, or the URL in the environment variable named by
+    ``base_url_env`` when that is set (the only place a URL with credentials,
+    ``https://user:password@host/v1``, may come from: params are committed, logged to
+    MLflow and copied into ``dvc.lock``, so credentials in ``base_url`` are refused).
+    Plain ``http://`` goes only to this machine (localhost, 127.0.0.0/8, ::1) unless
+    ``allow_insecure_http`` - MRI slices and the key would cross the network in clear
+    text. Credentials never appear in the model id (cache keys, cached answers), in
+    error messages or in logs (:func:`brainxai.redact.redact_url`).
     """
 
     base_url: str = "http://127.0.0.1:8000/v1"
+    base_url_env: str = ""
+    allow_insecure_http: bool = False
     model: str = "Qwen/Qwen3-VL-8B-Instruct"
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = 60.0
@@ -221,10 +235,42 @@ class OpenAIConfig:
     def __post_init__(self) -> None:
         if self.max_concurrency < 1 or self.retries < 0 or self.timeout_s <= 0:
             raise ValueError("openai: max_concurrency >= 1, retries >= 0, timeout_s > 0")
+        if has_credentials(self.base_url):
+            raise ValueError(
+                f"openai.base_url {redact_url(self.base_url)} carries credentials, and params "
+                "are committed and logged: give the key in the environment variable named by "
+                f"openai.api_key_env (${self.api_key_env}), or the whole URL in one named by "
+                "openai.base_url_env"
+            )
+        check_endpoint(self.base_url, self.allow_insecure_http)
+
+    def endpoint(self) -> str:
+        """The URL requests go to (``$base_url_env`` when set, else ``base_url``), checked
+        by :func:`check_endpoint`. It may carry credentials: show only ``redact_url`` of it."""
+        url = os.environ.get(self.base_url_env, "") if self.base_url_env else ""
+        url = url.strip() or self.base_url
+        check_endpoint(url, self.allow_insecure_http)
+        return url
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> OpenAIConfig:
         return config_from_mapping(cls, d)
+
+
+def check_endpoint(url: str, allow_insecure_http: bool = False) -> None:
+    """Refuse an endpoint URL that is not ``http(s)://host...``, or plain ``http://`` to a
+    host other than this machine unless ``allow_insecure_http`` (``ValueError``; the
+    message shows the URL without credentials)."""
+    parts = urlsplit(url)
+    shown = redact_url(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"openai endpoint {shown!r}: not an http(s)://host URL")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname) and not allow_insecure_http:
+        raise ValueError(
+            f"openai endpoint {shown}: plain http:// to {parts.hostname}, not this machine - "
+            "images and the API key would cross the network unencrypted. Use https://, or "
+            "set pseudolabel.config.openai.allow_insecure_http: true for a trusted network"
+        )
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,10 @@ Ollama), images sent inline as base64 PNG ``data:`` URLs.
 greedy (``temperature`` 0). Time-outs, connection errors, 429 and 5xx are retried with
 exponential back-off (``backoff_s * 2**attempt``); other 4xx fail at once. At most
 ``max_concurrency`` requests are in flight per process (a shared semaphore, so subjects
-running in parallel threads share the bound).
+running in parallel threads share the bound). The endpoint is :meth:`OpenAIConfig.endpoint`
+(checked: no plain ``http://`` off this machine unless allowed); credentials in its URL
+are sent (HTTP basic auth) but never shown: the model id (part of every cache key and
+cached answer) and every error message carry the URL without them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from PIL import Image
 
 from brainxai.pseudolabel.config import OpenAIConfig
 from brainxai.pseudolabel.render import png_bytes
+from brainxai.redact import redact, redact_url
 
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 _SEMAPHORES: dict[tuple[str, int], threading.BoundedSemaphore] = {}
@@ -46,8 +50,10 @@ class OpenAIBackend:
 
     def __init__(self, cfg: OpenAIConfig) -> None:
         self.cfg = cfg
-        self.url = cfg.base_url.rstrip("/") + "/chat/completions"
-        self.model_id = f"openai:{cfg.base_url.rstrip('/')}:{cfg.model}"
+        endpoint = cfg.endpoint().rstrip("/")
+        self.url = endpoint + "/chat/completions"
+        self.shown_url = redact_url(self.url)  # what messages may show
+        self.model_id = f"openai:{redact_url(endpoint)}:{cfg.model}"
         self.batch_size = cfg.max_concurrency * 4  # cache writes after every such batch
         key = os.environ.get(cfg.api_key_env, "")
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -79,25 +85,31 @@ class OpenAIBackend:
             if attempt:
                 time.sleep(self.cfg.backoff_s * 2 ** (attempt - 1))
             try:
-                with _semaphore(self.cfg.base_url, self.cfg.max_concurrency):
+                with _semaphore(self.shown_url, self.cfg.max_concurrency):
                     self.requests_sent += 1
                     resp = client.post(self.url, json=payload, headers=self.headers)
             except httpx.TransportError as exc:  # time-outs and connection errors
-                last = f"{type(exc).__name__}: {exc}"
+                last = redact(f"{type(exc).__name__}: {exc}")
                 continue
             if resp.status_code in RETRY_STATUS:
-                last = f"HTTP {resp.status_code}: {resp.text[:200]}"
+                last = redact(f"HTTP {resp.status_code}: {resp.text[:200]}")
                 continue
             if resp.status_code >= 400:
-                raise EndpointError(f"HTTP {resp.status_code} from {self.url}: {resp.text[:300]}")
+                raise EndpointError(
+                    redact(f"HTTP {resp.status_code} from {self.shown_url}: {resp.text[:300]}")
+                )
             try:
                 content = resp.json()["choices"][0]["message"]["content"]
             except (ValueError, KeyError, IndexError, TypeError) as exc:
-                raise EndpointError(f"not an OpenAI chat completion: {resp.text[:300]}") from exc
+                raise EndpointError(
+                    redact(f"not an OpenAI chat completion: {resp.text[:300]}")
+                ) from exc
             if isinstance(content, list):  # content parts
                 content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
             return str(content or "")
-        raise EndpointError(f"{self.url}: no answer after {self.cfg.retries + 1} tries ({last})")
+        raise EndpointError(
+            f"{self.shown_url}: no answer after {self.cfg.retries + 1} tries ({last})"
+        )
 
     def generate(self, requests: list[tuple[Image.Image, str]]) -> list[str]:
         with (
