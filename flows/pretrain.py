@@ -37,7 +37,8 @@ from tasks.tracking import flatten, stage_run
 
 SUMMARY_KEYS = (
     "framework", "arch", "epochs", "steps", "n_pretrain_images", "n_knn_bank", "n_knn_query",
-    "knn_classes", "resumed_from_epoch", "device", "final",
+    "knn_classes", "resumed_from_epoch", "device", "final", "knn_random_init",
+    "knn_gain_over_random",
 )  # fmt: skip
 
 
@@ -146,11 +147,13 @@ def pretrain_flow(
                             step=step,
                         )  # fmt: skip
                 mlflow.log_metrics({f"final.{k}": float(v) for k, v in res["final"].items()})
+                if res.get("knn_random_init") is not None:
+                    mlflow.log_metric("knn_random_init", float(res["knn_random_init"]))
                 if res["checkpoint"]:
                     mlflow.log_artifact(res["checkpoint"], artifact_path="checkpoints")
                 if log_model:
                     _log_backbone(res, cfg, f"backbone-{fw}")
-            summary[fw] = {k: res[k] for k in SUMMARY_KEYS} | {
+            summary[fw] = {k: res.get(k) for k in SUMMARY_KEYS} | {
                 "backbone": paths.rel(Path(res["backbone"]))
             }
             paths.metrics.mkdir(parents=True, exist_ok=True)

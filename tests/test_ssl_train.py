@@ -143,3 +143,36 @@ def test_knn_monitor_beats_chance_on_a_separable_toy_set():
     assert mon.enabled and mon.n_classes == 2
     acc = mon(build_backbone("resnet18", 0.449, 0.226), autocast=False, channels_last=False)
     assert acc >= 0.85, acc  # chance 0.5
+
+
+def test_random_init_reference_is_the_untrained_backbone_with_precise_bn(tmp_path):
+    """knn_random_init = kNN of the seed's initial backbone, BN re-estimated on pretraining
+    rows (computed here by hand); training is unchanged by it; a resumed run keeps it."""
+    import copy
+    import dataclasses
+
+    from brainxai.ssl.batchnorm import recalibrate_batchnorm
+    from brainxai.ssl.train import make_framework
+
+    cache = toy_cache(n_train=24, n_val=8, size=36)
+    spec = _spec()
+    res = pretrain(spec, cache, tmp_path / "a")
+    torch.manual_seed(spec.train.seed)
+    init = make_framework(spec, 2).backbone
+    rows = np.flatnonzero(cache.index["pretrain"].to_numpy() & cache.index["ok"].to_numpy())
+    probe = copy.deepcopy(init)
+    recalibrate_batchnorm(probe, cache.images, 32, 16, pick_device("cpu"),
+                          max_images=spec.knn.random_init_bn_images, seed=5, rows=rows)  # fmt: skip
+    mon = Monitor(cache, spec.knn, 32, pick_device("cpu"))
+    assert res["knn_random_init"] == mon(probe, autocast=False, channels_last=False)
+    final = res["history"][-1]["knn_accuracy"]
+    assert res["knn_gain_over_random"] == pytest.approx(final - res["knn_random_init"])
+    # no reference: the same training (the reference touches no RNG and no weight)
+    off = dataclasses.replace(spec, knn=dataclasses.replace(spec.knn, random_init_bn_images=-1))
+    res_off = pretrain(off, cache, tmp_path / "b")
+    assert res_off["knn_random_init"] is None and res_off["knn_gain_over_random"] is None
+    assert [h["loss"] for h in res_off["history"]] == [h["loss"] for h in res["history"]]
+    # resumed from a checkpoint: the reference comes from the checkpoint, not recomputed
+    (tmp_path / "a" / "backbone.safetensors").unlink()
+    again = pretrain(spec, cache, tmp_path / "a")
+    assert again["resumed_from_epoch"] == 3 and again["knn_random_init"] == res["knn_random_init"]

@@ -114,6 +114,11 @@ class KnnConfig:
     bank_split: str = "train"
     query_split: str = "val"
     batch_size: int = 128
+    #: The reference every framework is judged against: the kNN accuracy of the same
+    #: backbone at its random initialisation (before step 0), with precise BN statistics
+    #: re-estimated on at most this many pretraining images (0 = the initial running
+    #: statistics; -1 = no reference).
+    random_init_bn_images: int = 1024
 
 
 @dataclass(frozen=True)

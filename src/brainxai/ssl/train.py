@@ -13,6 +13,7 @@ uninterrupted run (CPU; on GPU up to non-deterministic kernels).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -27,6 +28,7 @@ import torch
 
 from brainxai.ssl.augment import MRIAugment
 from brainxai.ssl.backbone import Backbone, build_backbone
+from brainxai.ssl.batchnorm import recalibrate_batchnorm
 from brainxai.ssl.cache import Cache
 from brainxai.ssl.checkpoint import (
     checkpoint_path,
@@ -101,6 +103,19 @@ class Monitor:
         self.bank_y = torch.as_tensor(codes[self.bank_rows], device=device)
         self.query_y = torch.as_tensor(codes[self.query_rows], device=device)
         self.images = cache.images
+
+    def random_init(self, backbone: Backbone, pretrain_rows: np.ndarray, seed: int) -> float:
+        """kNN accuracy of ``backbone`` as initialised, with its BN statistics re-estimated
+        on at most ``random_init_bn_images`` pretraining images (a copy: the backbone that
+        trains is untouched): the random-feature reference of every framework."""
+        probe = copy.deepcopy(backbone)
+        n = self.cfg.random_init_bn_images
+        if n > 0:
+            recalibrate_batchnorm(
+                probe, self.images, self.size, self.cfg.batch_size, self.device,
+                max_images=n, seed=seed, rows=pretrain_rows,
+            )  # fmt: skip
+        return self(probe, autocast=False, channels_last=False)
 
     def __call__(self, backbone: Backbone, autocast: bool, channels_last: bool) -> float:
         def feats(rows: np.ndarray) -> torch.Tensor:
@@ -181,6 +196,7 @@ def pretrain(
     digest = spec.digest()
 
     start_epoch, history, resumed_from = 0, [], None
+    knn_init: float | None = None
     state = latest_matching(ckpt_dir, digest) if resume else None
     if state is not None:
         fw.load_state_dict(state["model"])
@@ -191,6 +207,9 @@ def pretrain(
             list(state["history"]),
             int(state["epoch"]),
         )
+        knn_init = state.get("knn_random_init")
+    elif monitor.enabled and spec.knn.random_init_bn_images >= 0:
+        knn_init = monitor.random_init(fw.backbone, train_rows, t.seed)
     if cuda and t.compile:
         for m in fw.modules():
             if isinstance(m, Backbone):
@@ -263,6 +282,7 @@ def pretrain(
                     "rng": rng_state(),
                     "digest": digest,
                     "framework": spec.framework,
+                    "knn_random_init": knn_init,
                 },
             )
             prune(ckpt_dir, t.keep_checkpoints)
@@ -283,6 +303,12 @@ def pretrain(
         "device": str(device),
         "history": history,
         "final": history[-1] if history else {},
+        "knn_random_init": knn_init,
+        "knn_gain_over_random": (
+            history[-1]["knn_accuracy"] - knn_init
+            if knn_init is not None and history and "knn_accuracy" in history[-1]
+            else None
+        ),
         "backbone": str(backbone_path),
         "arch": t.arch,
         "feature_dim": fw.backbone.feature_dim,
