@@ -119,6 +119,7 @@ def test_2d_model_learned_the_marker(trained_2d):
         "ms-gradcam++",
         "smoothgrad",
         "ig",
+        "lrp",
     ],
 )
 def test_2d_heatmaps_point_at_the_marker(trained_2d, method):
@@ -176,7 +177,9 @@ def test_3d_model_learned_the_marker(trained_3d):
     assert acc >= 0.95
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam", "scorecam", "smoothgrad"])
+@pytest.mark.parametrize(
+    "method", ["gradcam", "gradcam++", "layercam", "scorecam", "smoothgrad", "lrp"]
+)
 def test_3d_heatmaps_point_at_the_marker(trained_3d, method):
     model, _, _, xpos, masks = trained_3d
     with Explainer(model, CFG) as ex:

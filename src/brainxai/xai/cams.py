@@ -1,8 +1,9 @@
 """CAM heatmaps in 2-D and 3-D (paper 004 §3.3) plus the gradient baselines.
 
 Methods (:data:`METHODS`): ``gradcam``, ``gradcam++``, ``layercam``, ``eigencam``,
-``scorecam``, ``ms-gradcam++`` (pytorch-grad-cam 1.5.7 classes, subclassed) and
-``smoothgrad``, ``ig`` (:mod:`brainxai.xai.gradients`).
+``scorecam``, ``ms-gradcam++`` (pytorch-grad-cam 1.5.7 classes, subclassed) and the
+gradient family ``smoothgrad``, ``ig``, ``lrp`` (LRP-ε via Captum;
+:mod:`brainxai.xai.gradients`).
 
 With activations ``A`` (N, C, *s) of the target layer and gradients ``G = ∂f_k/∂A``:
 
@@ -53,7 +54,7 @@ from brainxai.xai.layers import target_layers
 from brainxai.xai.normalise import minmax_normalise
 
 CAM_METHODS = ("gradcam", "gradcam++", "layercam", "eigencam", "scorecam", "ms-gradcam++")
-GRADIENT_METHODS = ("smoothgrad", "ig")
+GRADIENT_METHODS = ("smoothgrad", "ig", "lrp")
 METHODS = CAM_METHODS + GRADIENT_METHODS
 
 
@@ -73,7 +74,9 @@ class CamConfig:
     #: Integrated Gradients: Gauss–Legendre points and the constant baseline image x'.
     ig_steps: int = 32
     ig_baseline: float = 0.0
-    #: How SmoothGrad/IG attributions (N, C, *s) become a map (gradients.reduce_attribution).
+    #: LRP-ε stabiliser ε (Captum's default; relevance is conserved up to the biases).
+    lrp_epsilon: float = 1e-9
+    #: How SmoothGrad/IG/LRP attributions (N, C, *s) become a map (gradients.reduce_attribution).
     attribution: str = "abs"
     #: Override the registry: deep target layer name(s) and the three MS-GradCAM++ depths.
     layers: tuple[str, ...] = ()
@@ -90,6 +93,8 @@ class CamConfig:
             raise ValueError("smoothgrad_samples and ig_steps must be >= 1")
         if self.smoothgrad_noise < 0:
             raise ValueError("smoothgrad_noise must be >= 0")
+        if self.lrp_epsilon < 0:
+            raise ValueError("lrp_epsilon must be >= 0")
         if self.attribution not in grads_mod.ATTRIBUTION_REDUCTIONS:
             raise ValueError(f"attribution must be one of {grads_mod.ATTRIBUTION_REDUCTIONS}")
         if self.multiscale_layers and len(self.multiscale_layers) != 3:
@@ -365,6 +370,7 @@ class Explainer:
         self.device = resolve_device(device)
         self.model = frozen_copy(model, self.device)
         self._cams: dict[str, Any] = {}
+        self._lrp_model: nn.Module | None = None
 
     def layer_names(self, method: str) -> tuple[str, ...]:
         """Fully qualified target-layer names used by ``method`` (empty for gradients)."""
@@ -439,6 +445,10 @@ class Explainer:
                     cfg.seed,
                     offset,
                 )
+            elif method == "lrp":
+                if self._lrp_model is None:  # residual sums as modules, on its own copy
+                    self._lrp_model = grads_mod.lrp_ready(self.model)
+                attr = grads_mod.lrp(self._lrp_model, x, classes, cfg.lrp_epsilon)
             else:
                 attr = grads_mod.integrated_gradients(
                     self.model, x, classes, cfg.ig_steps, cfg.ig_baseline
@@ -459,6 +469,7 @@ class Explainer:
         for cam in self._cams.values():
             cam.activations_and_grads.release()
         self._cams.clear()
+        self._lrp_model = None
 
     def __enter__(self) -> Explainer:
         return self
