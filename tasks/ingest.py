@@ -1,7 +1,8 @@
 """Prefect tasks around :mod:`brainxai.ingest` and :mod:`brainxai.splits`.
 
 Per-source ingestion is cached on a content fingerprint of the source tree
-(relative path + sha256 of every file) plus config and code; its tables go to
+(relative path + sha256 of every file) plus config and code; its tables (and the 2D
+images' grouping embeddings, :mod:`brainxai.ingest.grouping`) go to
 ``data/interim/ingest``. The split task is cached on the sha256 of those tables.
 """
 
@@ -18,6 +19,7 @@ from prefect import task
 
 from brainxai import ingest as ing
 from brainxai.ingest.datacard import data_card, write_data_card
+from brainxai.ingest.grouping import grouping_report, load_embeddings, save_embeddings
 from brainxai.manifest import read_table, write_table
 from brainxai.splits import SplitConfig, assign_splits, check_leakage, check_split_sizes
 from tasks.caching import code_policy, file_sha256, hashed_outputs
@@ -99,16 +101,18 @@ def ingest_source(
     man["subject"] = name + "/" + man["subject"].astype(str)
     m_path = write_table(man, Path(out_dir) / f"{name}.manifest.parquet")
     q_path = write_table(res.quarantine, Path(out_dir) / f"{name}.quarantine.parquet")
+    e_path = save_embeddings(Path(out_dir) / f"{name}.embeddings.npz", res.embeddings)
     return {
         "name": name,
         "manifest": str(m_path),
         "quarantine": str(q_path),
+        "embeddings": str(e_path),
         "found": int(res.found),
         "ignored": int(res.ignored),
         "ingested": len(man),
         "quarantined": len(res.quarantine),
         "notes": [f"{name}: {n}" for n in res.notes],
-        "files": [str(m_path), str(q_path)],
+        "files": [str(m_path), str(q_path), str(e_path)],
     }
 
 
@@ -147,6 +151,11 @@ def split_and_card(
     split_conf = SplitConfig.from_dict(split_cfg)
     manifest = assign_splits(combined.manifest, split_conf)
     check_leakage(manifest)
+    grouping = grouping_report(
+        manifest,
+        load_embeddings([s["embeddings"] for s in sources if s.get("embeddings")]),
+        ing.IngestConfig.from_dict(ingest_cfg).subject_grouping,
+    )
     split_warnings = check_split_sizes(manifest, split_conf)
     assert len(manifest) + len(combined.quarantine) == combined.found, "counts do not add up"
     write_table(manifest, manifest_path)
@@ -158,6 +167,7 @@ def split_and_card(
         combined.ignored,
         notes=combined.notes,
         split_warnings=split_warnings,
+        grouping=grouping,
     )
     write_data_card(card, md, card_md, card_json)
     per_split = manifest.groupby("split").size().to_dict()
@@ -168,6 +178,8 @@ def split_and_card(
         "ignored": int(combined.ignored),
         "subjects": int(manifest["subject"].nunique()),
         "per_split": {k: int(v) for k, v in per_split.items()},
+        "images_without_ids": grouping["images_without_ids"],
+        "subject_policy": grouping["policy"],
         "split_warnings": split_warnings,
         "quarantine_reasons": {
             k: int(v) for k, v in combined.quarantine.groupby("reason").size().to_dict().items()

@@ -13,10 +13,14 @@ from PIL import Image
 
 from brainxai.ingest import IngestConfig, ingest
 from brainxai.ingest.datacard import data_card
+from brainxai.ingest.grouping import SubjectGroupingConfig
 from brainxai.labels import kaggle_folder, parse_kaggle_folder
 from brainxai.manifest import COLUMNS, QUARANTINE_COLUMNS
 
-CFG = IngestConfig(min_side_2d=32, phash_threshold=4)
+#: Policy "allow": images without patient ids keep their perceptual-hash groups (what this
+#: file checks; the embedding grouping of policy "group" is tests/test_ingest_grouping.py).
+ALLOW = SubjectGroupingConfig(policy="allow")
+CFG = IngestConfig(min_side_2d=32, phash_threshold=4, subject_grouping=ALLOW)
 
 
 def smooth(seed: int, size: int = 96) -> Image.Image:
@@ -160,7 +164,10 @@ def test_kaggle_counts_reasons_and_rows(kaggle_tree, tmp_path):
     assert by["record_id"].str.len().eq(16).all() and by["record_id"].is_unique
     assert (man["ndim"] == 2).all() and (man["fold"] == -1).all() and (man["split"] == "").all()
     # stable ids across runs and with a thread pool
-    again = ingest(root, "kaggle17", IngestConfig(min_side_2d=32, workers=2), tmp_path, sidecar)
+    again = ingest(
+        root, "kaggle17", IngestConfig(min_side_2d=32, workers=2, subject_grouping=ALLOW),
+        tmp_path, sidecar,
+    )  # fmt: skip
     pd.testing.assert_frame_equal(again.manifest, man)
     pd.testing.assert_frame_equal(again.quarantine, q)
 

@@ -24,7 +24,7 @@ COLUMNS: dict[str, str] = {
     "record_id": "string",  # stable id: sha256 of (dataset, relative path)[:16]
     "dataset": "string",  # source layout: kaggle17 | kermany | bids | dicom
     "subject": "string",  # patient id (pseudonymous); near-dup group id if unknown
-    "subject_source": "string",  # sidecar | filename | bids | dicom | phash_group
+    "subject_source": "string",  # sidecar | filename | bids | dicom | phash_group | embedding_group
     "session": "string",
     "series": "string",  # series id (BIDS run/acq or DICOM SeriesInstanceUID hash)
     "modality": "string",  # MR

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from brainxai.config import config_from_mapping
+from brainxai.ingest.grouping import SubjectGroupingConfig
 
 Layout = Literal["kaggle17", "kermany", "bids", "dicom"]
 LAYOUTS: tuple[str, ...] = get_args(Layout)
@@ -23,7 +24,9 @@ class IngestConfig:
     (or one subject) into two of its own splits: ``"error"`` raises
     :class:`brainxai.splits.LeakageError`; ``"quarantine"`` keeps the copies in the
     most held-out split (test > val > train) and quarantines the others
-    (``source_leakage``).
+    (``source_leakage``). ``subject_grouping`` decides what becomes of images whose source
+    gives no patient id (``fail`` | ``group`` | ``allow``;
+    :mod:`brainxai.ingest.grouping`).
     """
 
     layout: Layout | None = None
@@ -56,6 +59,8 @@ class IngestConfig:
     max_pixels_2d: int = 25_000_000
     #: Read symbolic links whose target lies outside the source root (default: quarantine).
     follow_symlinks_outside_root: bool = False
+    #: Images without patient ids: policy and embedding clusters (issue 17.4).
+    subject_grouping: SubjectGroupingConfig = field(default_factory=SubjectGroupingConfig)
 
     def __post_init__(self) -> None:
         if self.layout is not None and self.layout not in LAYOUTS:
@@ -88,7 +93,7 @@ class IngestConfig:
         for key in ("allowed_labels", "kermany_classes"):
             if d.get(key) is not None:
                 d[key] = [str(x) for x in d[key]]
-        return config_from_mapping(cls, d)
+        return config_from_mapping(cls, d, {"subject_grouping": SubjectGroupingConfig})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

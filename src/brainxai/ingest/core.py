@@ -8,6 +8,11 @@ in the manifest or in the quarantine: ``len(manifest) + len(quarantine) ==
 found`` is checked on every call. Other files (hidden, ``.DS_Store``,
 ``Thumbs.db``, text, JSON sidecars...) are counted in ``ignored``; the sidecar /
 participants.tsv / labels CSV and the lesion masks it names count as neither.
+
+Images whose source gives no patient id follow ``subject_grouping.policy``
+(:mod:`brainxai.ingest.grouping`): fail, group by embedding clusters (default), or allow
+the perceptual-hash groups; every ingested 2D image's embedding is returned
+(``IngestResult.embeddings``) for the optimism report of the data card.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from brainxai.ingest import bids, dicom, kaggle, kermany
@@ -36,6 +42,7 @@ from brainxai.ingest.dedup import (
     raise_leaks,
     source_leaks,
 )
+from brainxai.ingest.grouping import SubjectGroupingConfig, apply_policy, embed_file
 from brainxai.ingest.validate import FileInfo, examine_2d, examine_nifti, mask_shape
 from brainxai.manifest import COLUMNS, QUARANTINE_COLUMNS, conform, empty_manifest, empty_quarantine
 
@@ -51,6 +58,8 @@ class IngestResult:
     found: int
     ignored: int = 0
     notes: list[str] = field(default_factory=list)
+    #: Silhouette embedding of every ingested 2D image, by record id (:mod:`.grouping`).
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)
 
     def check(self) -> None:
         """Raise ``RuntimeError`` unless ``len(manifest) + len(quarantine) == found``."""
@@ -76,6 +85,24 @@ def _examine(job: tuple[Path, int, Path | None, IngestConfig]) -> tuple[FileInfo
         return Reject(path, "decode_error", f"{type(exc).__name__}: {str(exc)[:160]}"), False
     mask_ok = mask is not None and mask_shape(mask) == tuple(int(s) for s in info.shape.split("x"))
     return info, mask_ok
+
+
+def _embed(job: tuple[Path, SubjectGroupingConfig]) -> np.ndarray | None:
+    """The grouping embedding of one validated 2D file (None if it no longer decodes)."""
+    path, cfg = job
+    try:
+        return embed_file(path, cfg)
+    except (OSError, ValueError) as exc:
+        log.warning("%s: no embedding (%s)", path, exc)
+        return None
+
+
+def embeddings_of(df: pd.DataFrame, base: Path, cfg: IngestConfig) -> dict[str, np.ndarray]:
+    """Record id -> embedding of the 2D rows of ``df`` (paths relative to ``base``)."""
+    two = df[df["ndim"].astype(int) == 2]
+    jobs = [(base / p, cfg.subject_grouping) for p in two["path"].astype(str)]
+    vecs = pmap(_embed, jobs, cfg.workers, cfg.pool)
+    return {str(r): v for r, v in zip(two["record_id"], vecs, strict=True) if v is not None}
 
 
 def _discover(
@@ -245,12 +272,16 @@ def ingest(
         columns=list(QUARANTINE_COLUMNS),
     )
     df = pd.DataFrame(rows, columns=list(COLUMNS))
+    emb: dict[str, np.ndarray] = {}
     if len(df):
         df, qs, more = deduplicate(df, cfg)
         notes += more
         q0 = pd.concat([q0, *qs], ignore_index=True)
+        emb = embeddings_of(df, base, cfg)
+        df, more = apply_policy(df, emb, cfg.subject_grouping)
+        notes += more
     man, quar = _finish(df, q0)
-    res = IngestResult(man, quar, disc.found, disc.ignored, notes)
+    res = IngestResult(man, quar, disc.found, disc.ignored, notes, emb)
     res.check()
     log.info(
         "%s: found %d, ingested %d, quarantined %d, ignored %d",

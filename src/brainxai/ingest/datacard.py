@@ -1,9 +1,11 @@
-"""Data card: what was ingested, what was quarantined, how subjects were known."""
+"""Data card: what was ingested, what was quarantined, how subjects were known - and, for
+images whose source gives no patient id, the policy applied and the expected optimism of
+the split (:mod:`brainxai.ingest.grouping`), under a banner at the top."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,72 @@ _SUBJECT_SOURCES = {
     "bids": "BIDS participant id",
     "dicom": "salted hash of DICOM PatientID",
     "phash_group": "UNKNOWN - approximated by near-duplicate (perceptual-hash) groups",
+    "embedding_group": "UNKNOWN - approximated by near-duplicate clusters of image embeddings "
+    "(head silhouettes; ingest.config.subject_grouping)",
 }
+#: What each ``subject_grouping.policy`` does with images without patient ids.
+_POLICY_MEANING = {
+    "group": "grouped by near-duplicate clusters of head-silhouette embeddings, joined with "
+    "the perceptual-hash groups and the sidecar ids of the same clusters; patient-level "
+    "separation is approximate",
+    "allow": "only perceptual-hash near copies are kept together; one patient's sequences "
+    "and adjacent slices CAN be on both sides of the split",
+    "fail": "ingestion stops",
+}
+
+
+def grouping_banner(grouping: Mapping[str, Any] | None) -> str | None:
+    """The data card's (and the report's) banner when images have no patient id."""
+    if not grouping or not grouping.get("images_without_ids"):
+        return None
+    policy = str(grouping.get("policy"))
+    ds = ", ".join(grouping.get("datasets_without_ids", []))
+    return (
+        f"PATIENT IDS UNKNOWN for {grouping['images_without_ids']} images ({ds}): policy "
+        f"'{policy}' (ingest.config.subject_grouping.policy) - "
+        f"{_POLICY_MEANING.get(policy, policy)}. Expected optimism: see 'Patients without ids'."
+    )
+
+
+def _grouping_markdown(grouping: Mapping[str, Any]) -> list[str]:
+    """Section 'Patients without ids': policy, clusters and the optimism table."""
+    s = grouping.get("settings", {})
+    out = [
+        f"## Patients without ids (policy `{grouping.get('policy')}`)",
+        "",
+        f"- images without a patient id: {grouping.get('images_without_ids', 0)} "
+        f"({', '.join(grouping.get('datasets_without_ids', [])) or 'none'}); grouped by: "
+        f"{grouping.get('grouped_by') or '-'}",
+        f"- inferred patients: {grouping.get('inferred_patients', 0)} (largest: "
+        f"{grouping.get('largest_inferred_patient', 0)} images)",
+        f"- embedding: {s.get('embedding')}; {s.get('neighbours')} nearest neighbours with "
+        f"cosine >= {s.get('min_similarity')} (within dataset x tumour group)",
+        "",
+        "Expected optimism: each test image's most similar training image (cross-split "
+        "nearest neighbour, cosine of the embeddings) beside its most similar other test "
+        "image (within-split). Patients kept apart leave a positive median gap (within - "
+        "cross) and a share of test images whose nearest image is a training image well "
+        "below chance (an image-level split); a gap near 0 or below and a share at chance "
+        "are the signature of patient leakage: expect optimistic test scores.",
+        "",
+    ]
+    rows = []
+    for ds, o in sorted(grouping.get("optimism", {}).items()):
+        c, w = o.get("test_to_train", {}), o.get("within_test", {})
+        rows.append({
+            "dataset": ds, "test images": o.get("n_test"), "train images": o.get("n_train"),
+            "images without ids": o.get("images_without_ids"),
+            "test→train NN q05 / median / q95": _three(c),
+            "within-test NN q05 / median / q95": _three(w),
+            "median gap": o.get("median_gap"),
+            "test images nearest to a train image": o.get("test_nearest_in_train"),
+            "chance": o.get("chance"),
+        })  # fmt: skip
+    return [*out, _md_table(pd.DataFrame(rows))]
+
+
+def _three(q: Mapping[str, Any]) -> str:
+    return f"{q.get('q05')} / {q.get('median')} / {q.get('q95')}"
 
 
 def _split_col(df: pd.DataFrame) -> pd.Series:
@@ -68,6 +135,7 @@ def data_card(
     notes: Sequence[str] = (),
     max_groups: int = 20,
     split_warnings: Sequence[str] = (),
+    grouping: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Summarise a (split) manifest and its quarantine as a JSON-able dict and Markdown.
 
@@ -111,6 +179,9 @@ def data_card(
         )
     if mixed:
         warnings.append(f"{mixed} near-duplicate groups mix different labels")
+    banner = grouping_banner(grouping)
+    if banner and grouping and grouping.get("policy") != "allow":  # allow: the warning above
+        warnings.insert(0, banner)
     card: dict[str, Any] = {
         "totals": {
             "found": int(found),
@@ -128,6 +199,7 @@ def data_card(
         else {},
         "quarantine_by_reason": reasons,
         "subject_sources": sources,
+        "subject_grouping": {**(grouping or {}), "banner": banner},
         "near_duplicates": {
             "n_groups": len(groups),
             "n_images": int(groups["size"].sum()) if len(groups) else 0,
@@ -152,6 +224,9 @@ def data_card(
 def _markdown(card: dict[str, Any], img_tab: pd.DataFrame, sub_tab: pd.DataFrame) -> str:
     t = card["totals"]
     out = ["# Data card", ""]
+    grouping = card.get("subject_grouping") or {}
+    if grouping.get("banner"):
+        out += [f"> **{grouping['banner']}**", ""]
     out += [
         f"- **found** {t['found']} = **ingested** {t['ingested']} + **quarantined** "
         f"{t['quarantined']} ({'holds' if t['invariant_holds'] else 'DOES NOT HOLD'})",
@@ -186,6 +261,8 @@ def _markdown(card: dict[str, Any], img_tab: pd.DataFrame, sub_tab: pd.DataFrame
             labels=lambda d: d["labels"].map(", ".join), splits=lambda d: d["splits"].map(", ".join)
         )
         out += [_md_table(g)]
+    if grouping.get("policy"):
+        out += _grouping_markdown(grouping)
     if card["notes"]:
         out += ["## Notes", ""] + [f"- {n}" for n in card["notes"]] + [""]
     return "\n".join(out)

@@ -18,6 +18,9 @@ from brainxai.splits import LeakageError
 
 #: Most held-out first: which copy survives a source-split leak.
 _HELD_OUT = {"test": 0, "val": 1, "train": 2}
+#: ``subject_source`` values of subjects inferred from the images, not given by the source
+#: (perceptual-hash groups; embedding clusters, :mod:`brainxai.ingest.grouping`).
+INFERRED_SUBJECT_SOURCES = ("phash_group", "embedding_group")
 
 if hasattr(np, "bitwise_count"):
 
@@ -96,15 +99,13 @@ def conflicting_labels(df: pd.DataFrame) -> pd.Series:
 def exact_duplicates(df: pd.DataFrame) -> pd.Series:
     """Path of the kept copy for every redundant exact duplicate ("" for kept rows).
 
-    The kept copy is the one with the most metadata (a subject id that is not a
-    phash group, then a lesion mask), ties broken by the first path; call after
+    The kept copy is the one with the most metadata (a subject id the source gave, not
+    an inferred group, then a lesion mask), ties broken by the first path; call after
     removing conflicting labels. (A planted/accidental copy without sidecar entry
     thus never displaces the documented original.)
     """
-    meta = -(
-        (~df["subject_source"].fillna("").astype(str).isin(["", "phash_group"])).astype(int) * 2
-        + (df["mask_path"].fillna("").astype(str) != "").astype(int)
-    )
+    given = ~df["subject_source"].fillna("").astype(str).isin(["", *INFERRED_SUBJECT_SOURCES])
+    meta = -(given.astype(int) * 2 + (df["mask_path"].fillna("").astype(str) != "").astype(int))
     order = df.assign(_meta=meta).sort_values(["_meta", "path"], kind="stable")
     first = order.groupby("sha256")["path"].transform("first")
     kept = pd.Series("", index=df.index, dtype=object)
@@ -135,7 +136,7 @@ def source_leaks(df: pd.DataFrame, threshold: int) -> pd.Series:
     d = df[has].reset_index()
     if d.empty:
         return res
-    subj = d["subject"].where(d["subject_source"] != "phash_group", "")
+    subj = d["subject"].where(~d["subject_source"].isin(INFERRED_SUBJECT_SOURCES), "")
     pairs = np.concatenate([_phash_pairs(d, threshold), _key_pairs(subj)])
     lab = components(len(d), pairs)
     d["_c"] = lab

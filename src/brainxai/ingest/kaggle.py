@@ -3,9 +3,11 @@
 The sidecar CSV (``subjects.csv``; columns ``path`` posix relative to the root,
 ``subject``, ``group``, ``sequence``, ``slice_index``, ``mask_path`` relative to
 the sidecar's folder) gives subject ids and lesion masks. Without one, or for
-files it does not list, ``subject`` stays empty and is later set to the file's
-near-duplicate group (``subject_source = "phash_group"``). Folder and sidecar
-names are compared after Unicode NFC normalisation.
+files it does not list, ``subject`` stays empty and is later set by the policy for
+images without patient ids (:mod:`brainxai.ingest.grouping`: an embedding cluster,
+``subject_source = "embedding_group"``, or the perceptual-hash group,
+``"phash_group"``). Folder and sidecar names are compared after Unicode NFC
+normalisation.
 """
 
 from __future__ import annotations

@@ -97,6 +97,21 @@ def _section_data(d: StageData, ctx: _Ctx) -> Section:
         sec.id,
     )
     ctx.note("patients", card.get("n_subjects"), sec.id)
+    grouping = card.get("subject_grouping") or {}
+    if grouping.get("banner"):  # images without patient ids: the policy, first thing shown
+        policy = grouping.get("policy")
+        ctx.note("images without patient ids (policy)",
+                 f"{grouping.get('images_without_ids')} ({policy})", sec.id)  # fmt: skip
+        sec.add(
+            threat(
+                "Patient ids unknown",
+                "caution" if policy == "group" else "problem",
+                str(grouping["banner"]),
+                "Split by inferred patients (ingest.config.subject_grouping): test scores can be "
+                "optimistic where one patient's images reach both sides; the table below "
+                "compares each test image's nearest training image with its nearest test image.",
+            )
+        )
     holds = "holds" if tot.get("invariant_holds") else "DOES NOT HOLD"
     sec.add(
         text(
@@ -108,6 +123,25 @@ def _section_data(d: StageData, ctx: _Ctx) -> Section:
     )
     if card.get("warnings"):
         sec.add(items([str(w) for w in card["warnings"]], "Warnings of the data card:"))
+    optimism = [
+        {"dataset": ds, "images without ids": o.get("images_without_ids"),
+         "test→train NN (median)": o.get("test_to_train", {}).get("median"),
+         "within-test NN (median)": o.get("within_test", {}).get("median"),
+         "median gap": o.get("median_gap"),
+         "test images nearest to a train image": o.get("test_nearest_in_train"),
+         "chance (image-level split)": o.get("chance")}
+        for ds, o in sorted((grouping.get("optimism") or {}).items())
+        if o.get("images_without_ids")
+    ]  # fmt: skip
+    if optimism:
+        sec.add(
+            table(
+                pd.DataFrame(optimism),
+                "Expected optimism of the split for images without patient ids: a positive "
+                "median gap and a nearest-train share well below chance mean patients were "
+                "kept apart; a gap near 0 and a share at chance mean leakage.",
+            )
+        )
     reasons = card.get("quarantine_by_reason", {})
     if reasons:
         q = pd.DataFrame(sorted(reasons.items()), columns=["quarantine reason", "files"])
