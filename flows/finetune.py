@@ -61,6 +61,7 @@ from tasks.controls import finetune_control
 from tasks.env import study_params
 from tasks.finetune import (
     FINGERPRINT_FILE,
+    PROTOCOL_SECTION,
     finetune_aggregate,
     finetune_cache,
     finetune_cell,
@@ -84,7 +85,7 @@ CURVE_FILE = "label_efficiency.csv"
 RUNS_COLUMNS = ("init", "protocol", "fraction", "seed", "run", "status", "error", "n_train",
                 "selected_epoch", "seconds", "stopped_early", *METRIC_KEYS)  # fmt: skip
 INDEX_COLUMNS = ("run", "init", "protocol", "fraction", "seed", "epoch", "path", "loader", "kind",
-                 "selected", "val_macro_f1")  # fmt: skip
+                 "selected", "val_macro_f1", "phase", "frozen_epochs")  # fmt: skip
 
 
 def all_inits(cfg: FinetuneConfig) -> list[str]:
@@ -185,7 +186,7 @@ def _log_cell(client: MlflowClient, parent: Any, call: dict, res: dict | None, e
         Metric(k, float(v), ts, int(h["epoch"]))
         for h in res["history"]
         for k, v in h.items()
-        if k != "epoch"
+        if k != "epoch" and isinstance(v, int | float)  # not the phase name
     ]
     m = res["metrics"]
     metrics += [Metric(f"test_{k}", float(m[k]), ts, 0) for k in METRIC_KEYS]
@@ -248,6 +249,8 @@ def _cell_calls(
         for protocol in cfg.protocols:
             for fraction in cfg.fractions:
                 for seed in cfg.seeds:
+                    if protocol == "twophase" and not cfg.twophase.runs_cell(fraction, seed):
+                        continue
                     rs = RunSpec(init, protocol, float(fraction), int(seed))
                     emb_path = ""
                     if protocol == "probe":
@@ -256,7 +259,7 @@ def _cell_calls(
                             skipped.append((rs, f"embedding failed: {e}"))
                             continue
                         emb_path = r["path"]
-                    section = "probe" if protocol == "probe" else "tune"
+                    section = PROTOCOL_SECTION[protocol]
                     calls.append({
                         "run": rs.name, "spec": rs.to_dict(),
                         "protocol_cfg": {section: to_dict(getattr(cfg, section))},
@@ -411,7 +414,8 @@ def train_init(
          "fraction": float(res["fraction"]), "seed": int(res["seed"]),
          "epoch": int(c["epoch"]), "path": st.paths.rel(Path(c["path"])), "loader": LOADER,
          "kind": "2d", "selected": bool(c["selected"]),
-         "val_macro_f1": float(c["val_macro_f1"])}
+         "val_macro_f1": float(c["val_macro_f1"]), "phase": str(c["phase"]),
+         "frozen_epochs": int(res["frozen_epochs"])}
         for res in ok for c in res["checkpoints"]
     ]  # fmt: skip
     ckpt_index = pd.DataFrame(index_rows, columns=list(INDEX_COLUMNS))

@@ -13,7 +13,11 @@ taking turns) to ``data/interim/xai/heatmaps/<run>/``. Then, from those files:
 * ``reports/xai/dissociations.md``: paper 004's three AUC–consistency dissociations;
 * ``reports/xai/sensitivity.csv``: τ and γ sweeps at each run's final checkpoint;
 * ``reports/xai/randomisation.csv``: model-parameter randomisation check, final checkpoints;
-* ``reports/xai/plots/<run>__<method>.png``: C-Score and AUC per class vs epoch, gold sizes;
+* ``reports/xai/faithfulness.csv``: deletion / insertion AUC per checkpoint and method, and
+  of a random-ranking control (:mod:`brainxai.xai.faithfulness`; also on the trajectory's
+  global rows) - "faithful" beside "consistent" (C-Score) and "correct" (localisation);
+* ``reports/xai/plots/<run>__<method>.png``: C-Score and AUC per class vs epoch, gold sizes,
+  and the transfer → fine-tuning boundary of a two-phase run (paper 004);
 * ``reports/xai/quarantine.csv``: checkpoints that are missing or do not load;
 * ``reports/metrics/xai.json``: the headline numbers.
 
@@ -48,6 +52,7 @@ from brainxai.xai.checkpoints import (
     select_checkpoints,
 )
 from brainxai.xai.evalset import EvalSet, eval_masks, select_eval_2d, select_eval_3d
+from brainxai.xai.faithfulness import SCORE_COLUMNS, faithfulness_summary
 from brainxai.xai.stage_config import FamilyConfig, XaiConfig
 from brainxai.xai.stage_tables import (
     RUN_COLUMNS,
@@ -56,17 +61,21 @@ from brainxai.xai.stage_tables import (
     final_sensitivity,
     headline,
     stage_trajectory,
+    with_faithfulness,
+    with_phases,
 )
 from brainxai.xai.tracking import CORRECTNESS, GLOBAL, dissociation_report, dissociations
 from brainxai.xai.trajectory_plots import plot_trajectory
 from tasks.artifacts import publish_stage
 from tasks.caching import package_hash, run_cached
 from tasks.env import study_params
-from tasks.explain import explain_task, randomisation_task
+from tasks.explain import explain_task, faithfulness_task, randomisation_task
 from tasks.runners import task_runner
 from tasks.tracking import stage_run
 
 QUARANTINE_COLUMNS = ["family", "run", "epoch", "path", "reason"]
+FAITHFULNESS_COLUMNS = ["family", "run", "epoch", "method", "checkpoint", "n", "steps",
+                        "baseline", *SCORE_COLUMNS]  # fmt: skip
 RANDOMISATION_KEYS = ("max_images", "seed", "threshold", "similarity")
 
 
@@ -197,7 +206,8 @@ def _log_model_run(
             (r.method, "gold_size", scope): r.gold_size,
         }
         if r.klass == GLOBAL:
-            values |= {(r.method, c, scope): getattr(r, c) for c in CORRECTNESS}
+            values |= {(r.method, c, scope): getattr(r, c, None) for c in CORRECTNESS}
+            values |= {(r.method, c, scope): getattr(r, c, None) for c in SCORE_COLUMNS}
         if r.method == first_method:  # the same probabilities for every method
             values |= {("auc", scope): r.auc, ("accuracy", scope): r.accuracy}
         for key, v in values.items():
@@ -243,6 +253,27 @@ def _plots(table: pd.DataFrame, plot_dir: Path, index: Path) -> list[Path]:
     return out
 
 
+def _faithfulness(
+    cfg: XaiConfig, files: list[HeatmapFile], by_key: dict[tuple, dict[str, Any]], root: Path
+) -> pd.DataFrame:
+    """Deletion/insertion AUC of every explained (checkpoint, method) - one cached task each,
+    keyed on the heatmap file's hash - as the ``faithfulness.csv`` table."""
+    if not cfg.faithfulness.enabled:
+        return pd.DataFrame(columns=FAITHFULNESS_COLUMNS)
+    fcfg = cfg.faithfulness.to_dict()
+    calls = [
+        {
+            k: v
+            for k, v in by_key[(f.run, f.epoch, f.method)].items()
+            if k not in ("explain", "out_dir", "cam_cfg")
+        }
+        | {"heatmap_path": f.path, "heatmap_sha256": file_sha256(f.path), "faith_cfg": fcfg}
+        for f in files
+    ]
+    res = run_cached(faithfulness_task, lambda r: [], calls, root=root) if calls else []
+    return pd.DataFrame([r for r in res if r["status"] == "ok"], columns=FAITHFULNESS_COLUMNS)
+
+
 def _write(df: pd.DataFrame, path: Path, parquet: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     to_csv_atomic(df, path.with_suffix(".csv"), index=False)
@@ -284,7 +315,7 @@ def run_xai(profile: str | None = None, root: str | None = None) -> dict[str, An
         files = [HeatmapFile(r["family"], r["run"], r["epoch"], r["method"], r["path"]) for r in ok]
         class_names = {r["run"]: r["class_names"] for r in ok}
         masks = _Masks(evalsets, root_path)
-        table = stage_trajectory(files, masks, runs, class_names, cfg.tracking)
+        table = with_phases(stage_trajectory(files, masks, runs, class_names, cfg.tracking), runs)
         found = dissociations(table, cfg.tracking) if len(table) else {}
         last = {r["run"]: max(x["epoch"] for x in ok if x["run"] == r["run"]) for r in ok}
         finals = final_files(files, last)
@@ -309,12 +340,15 @@ def run_xai(profile: str | None = None, root: str | None = None) -> dict[str, An
             columns=["family", "run", "epoch", "method", "checkpoint", "n", "median_spearman",
                      "median_soft_iou", "n_undefined", "flag", "similarity", "threshold"],
         )  # fmt: skip
+        faith = _faithfulness(cfg, files, by_key, root_path)
+        table = with_faithfulness(table, faith)
 
         # ---- reports
         reports.mkdir(parents=True, exist_ok=True)
         _write(table, reports / "trajectory.parquet", parquet=True)
         _write(sens, reports / "sensitivity.csv")
         _write(rand, reports / "randomisation.csv")
+        _write(faith, reports / "faithfulness.csv")
         _write(pd.DataFrame(quarantine, columns=QUARANTINE_COLUMNS), reports / "quarantine.csv")
         if found:
             write_text_atomic(reports / "dissociations.md", dissociation_report(found))
@@ -373,6 +407,7 @@ def run_xai(profile: str | None = None, root: str | None = None) -> dict[str, An
                 "flagged": int(rand["flag"].astype(bool).sum()),
                 "flagged_methods": sorted(set(rand.loc[rand["flag"].astype(bool), "method"])),
             },
+            "faithfulness": faithfulness_summary(faith),
             "heatmap_tasks": len(calls),
             "quarantined_checkpoints": len(quarantine),
             "trajectory_rows": len(table),

@@ -1,5 +1,6 @@
 """Prefect tasks around :mod:`brainxai.xai.per_checkpoint`: the heatmaps of one method for
-one checkpoint, and the parameter-randomisation check on a run's final checkpoint.
+one checkpoint, their deletion/insertion faithfulness on that checkpoint, and the
+parameter-randomisation check on a run's final checkpoint.
 
 One task run per (checkpoint, method), so adding a method computes only that method. The
 cache key is the task's inputs — checkpoint fingerprint (file hash, plus the backbone
@@ -7,7 +8,8 @@ file's for head-only checkpoints), evaluation-set fingerprint, method, CAM param
 a hash of the loader's module — plus the task source and the ``brainxai`` code it calls.
 A checkpoint that cannot be loaded, or cannot take the evaluation images (a mask-using
 model whose mask is unavailable), is quarantined with its reason and the stage goes on;
-no retries: a bad checkpoint stays bad.
+no retries: a bad checkpoint stays bad. So is a method the model cannot take (LRP on a
+layer without a relevance rule, e.g. a ViT's LayerNorm): that (checkpoint, method) only.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from prefect import task
 
 from brainxai.xai.cams import CamConfig
 from brainxai.xai.evalset import EvalInputError
-from brainxai.xai.per_checkpoint import explain_methods, load_model, randomisation_against_stored
+from brainxai.xai.faithfulness import FaithfulnessConfig
+from brainxai.xai.gradients import LRPUnsupportedError
+from brainxai.xai.per_checkpoint import (
+    explain_methods,
+    faithfulness_against_stored,
+    load_model,
+    randomisation_against_stored,
+)
 from brainxai.xai.stage_config import RandomisationConfig
 from tasks.caching import code_policy, hashed_outputs
 from tasks.gpu import GPU_TAG, on_gpu_slot
@@ -86,10 +95,60 @@ def explain_task(
         )
     except EvalInputError as exc:
         return base | {"status": "quarantined", "reason": str(exc)[:400], "files": []}
+    except LRPUnsupportedError as exc:
+        return base | {"status": "quarantined", "reason": f"{method}: {exc}"[:400], "files": []}
     path = res.pop("heatmaps")[method]
     names = [str(c) for c in meta["class_names"]]
     return base | res | {"status": "ok", "reason": "", "path": path, "class_names": names,
                          "files": [path]}  # fmt: skip
+
+
+@task(
+    name="xai-faithfulness",
+    cache_policy=code_policy(__name__),
+    persist_result=True,
+    task_run_name="faithful-{run}-e{epoch}-{method}",
+    tags=[GPU_TAG],
+)
+@hashed_outputs
+@on_gpu_slot
+def faithfulness_task(
+    family: str,
+    run: str,
+    epoch: int,
+    method: str,
+    checkpoint_path: str,
+    checkpoint_fingerprint: str,
+    loader: str,
+    loader_code: str,
+    kind: str,
+    data: str,
+    evalset_path: str,
+    evalset_fingerprint: str,
+    root: str,
+    heatmap_path: str,
+    heatmap_sha256: str,
+    faith_cfg: dict[str, Any],
+    device: str,
+) -> dict[str, Any]:
+    """Deletion/insertion AUC of the stored maps of ``method`` on one checkpoint (and of the
+    random control); cached on the heatmap file's hash and the faithfulness params."""
+    base = {"family": family, "run": run, "epoch": int(epoch), "method": method}
+    model, meta, reason = _load(checkpoint_path, loader)
+    if reason:
+        return base | {"status": "quarantined", "reason": reason}
+    res = faithfulness_against_stored(
+        model,
+        meta,
+        kind,
+        data,
+        pd.read_parquet(evalset_path),
+        root,
+        heatmap_path,
+        FaithfulnessConfig.from_dict(faith_cfg),
+        device,
+    )
+    return base | res | {"status": "ok", "reason": ""}
 
 
 @task(

@@ -31,7 +31,7 @@ from brainxai.evaluation.fractions import with_effective
 from brainxai.evaluation.metrics import classification_metrics, save_confusion
 from brainxai.evaluation.plots import label_efficiency
 from brainxai.evaluation.report import results_markdown
-from brainxai.finetune.cell import CellData, run_finetune, run_probe
+from brainxai.finetune.cell import CellData, run_finetune, run_probe, run_twophase
 from brainxai.finetune.config import BackboneSpec, FinetuneConfig
 from brainxai.finetune.data import CLASS_NAMES, select_images
 from brainxai.finetune.evaluate import pick_device
@@ -55,6 +55,14 @@ from tasks.caching import (
 from tasks.gpu import GPU_TAG, on_gpu_slot
 
 FINGERPRINT_FILE = "fingerprint.txt"
+#: The params section of each protocol (only that one enters a cell's cache key).
+PROTOCOL_SECTION = {"probe": "probe", "finetune": "tune", "twophase": "twophase"}
+#: Where each protocol trains (the probe's head is fitted on cached embeddings, on the CPU).
+PROTOCOL_DEVICE: dict[str, Callable[[FinetuneConfig], str]] = {
+    "probe": lambda cfg: "cpu",
+    "finetune": lambda cfg: cfg.tune.device,
+    "twophase": lambda cfg: cfg.twophase.device,
+}
 
 
 @task(name="finetune-cache", cache_policy=code_policy(__name__), persist_result=True)
@@ -153,8 +161,8 @@ def finetune_cell(
 ) -> dict[str, Any]:
     """Train one cell, checkpoint it, predict the test split and score it.
 
-    ``protocol_cfg`` is ``{"probe": ...}`` or ``{"tune": ...}`` (the other protocol's
-    params never enter this cell's key). Writes ``run_dir/epoch-XXXX.pt`` and
+    ``protocol_cfg`` is ``{"probe": ...}``, ``{"tune": ...}`` or ``{"twophase": ...}`` (the
+    other protocols' params never enter this cell's key). Writes ``run_dir/epoch-XXXX.pt`` and
     ``report_dir/{predictions.parquet, confusion.png, confusion.csv, metrics.json}``.
     """
     rs = RunSpec(**spec)
@@ -168,6 +176,8 @@ def finetune_cell(
     if rs.protocol == "probe":
         res = run_probe(rs, cfg, bb, data, np.load(embeddings_path, mmap_mode="r"),
                         backbone_path, out)  # fmt: skip
+    elif rs.protocol == "twophase":
+        res = run_twophase(rs, cfg, bb, cache, data, backbone_path, out)
     else:
         res = run_finetune(rs, cfg, bb, cache, data, backbone_path, "", out)
     preds: pd.DataFrame = res.pop("predictions")
@@ -190,7 +200,7 @@ def finetune_cell(
         "predictions": str(pred_path),
         "confusion_png": str(png),
         "confusion_csv": str(csv),
-        "device": str(pick_device(cfg.tune.device)) if rs.protocol == "finetune" else "cpu",
+        "device": str(pick_device(PROTOCOL_DEVICE[rs.protocol](cfg))),
         "files": [*ckpts, str(pred_path), str(png), str(csv)],
     }
 

@@ -13,6 +13,7 @@ from brainxai.finetune.config import (
     FinetuneConfig,
     ProbeConfig,
     TuneConfig,
+    TwoPhaseConfig,
 )
 from brainxai.finetune.runs import RunSpec, parse_run_name, run_name
 from brainxai.ssl.config import AugmentConfig
@@ -32,6 +33,8 @@ def test_params_hold_every_knob(profile):
     assert _names(ProbeConfig) <= set(section["probe"])
     assert _names(TuneConfig) <= set(section["tune"])
     assert _names(AugmentConfig) <= set(section["tune"]["augment"])
+    assert _names(TwoPhaseConfig) <= set(section["twophase"])
+    assert _names(AugmentConfig) <= set(section["twophase"]["augment"])
     cfg = FinetuneConfig.from_dict(section)
     assert "supervised" not in cfg.inits and "random" in cfg.inits
     assert len(cfg.seeds) >= (2 if profile == "smoke" else 3)
@@ -43,7 +46,10 @@ def test_full_profile_is_the_issue_matrix():
     cfg = FinetuneConfig.from_dict(load_params(REPO / "params.yaml", profile="full")["finetune"])
     assert cfg.fractions == (0.01, 0.05, 0.1, 0.5, 1.0)
     assert cfg.tune.checkpoint_epochs == (1, 5, 10, 15, 20, 25, 30)
-    assert len(cfg.inits) * len(cfg.fractions) * len(cfg.protocols) * len(cfg.seeds) == 150
+    # issue 6's 150 cells (probe, finetune) + paper 004's two-phase protocol on every cell
+    assert cfg.protocols == ("probe", "finetune", "twophase")
+    assert not cfg.twophase.fractions and not cfg.twophase.seeds
+    assert len(cfg.inits) * len(cfg.fractions) * len(cfg.protocols) * len(cfg.seeds) == 225
 
 
 def test_unknown_keys_and_bad_values_are_rejected():

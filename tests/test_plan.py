@@ -38,10 +38,14 @@ def test_smoke_counts_by_hand():
     assert t[("finetune", "embeddings")] == 4 + 2  # 4 SSL backbones + random x 2 seeds
     assert t[("finetune", "probe cells")] == 5 * 3 * 2 + 2  # + cache, aggregate
     assert t[("finetune", "fine-tune cells")] == 5 * 3 * 2
+    assert t[("finetune", "two-phase cells")] == 5 * 2 * 1  # fractions 0.1/1, seed 0 only
     assert t[("classify3d", "fold runs")] == (3 + 1) * 2  # base/coarse/full + vit, 2 folds
-    # xai upper bound: (10 2D runs x (2 epochs + best) + 4 3D runs x 2 epochs) x 3 methods
-    assert t[("xai", "explain (checkpoint x method)")] == (10 * 3 + 4 * 2) * 3
-    assert t[("xai", "randomisation (run x method)")] == (10 + 4) * 3
+    # xai upper bound: (10 fine-tune runs x (2 epochs + best) + 10 two-phase runs x (2 epochs
+    # + selected) + 4 3D runs x 2 epochs) x 3 methods; faithfulness: the same (ckpt, method)s
+    explained = (10 * 3 + 10 * 3 + 4 * 2) * 3
+    assert t[("xai", "explain (checkpoint x method)")] == explained
+    assert t[("xai", "faithfulness (checkpoint x method)")] == explained
+    assert t[("xai", "randomisation (run x method)")] == (10 + 10 + 4) * 3
 
 
 def test_smoke_counts_match_the_task_runs_of_a_real_smoke_study():
@@ -64,6 +68,7 @@ def test_full_counts_by_hand():
     assert t[("synth", "2D subjects")] == 240 // 4 + 2  # 40 per group x 6 groups
     assert t[("standardize", "3D sessions")] == 248
     assert t[("finetune", "fine-tune cells")] == 5 * 5 * 3  # inits x fractions x seeds
+    assert t[("finetune", "two-phase cells")] == 5 * 5 * 3  # paper 004's protocol, every cell
     assert t[("finetune", "embeddings")] == 4 + 3
     # paper 003 rows ①-⑤ + coarse_maskinput, full_maskinput, oracle; + 3 backbones
     assert t[("classify3d", "fold runs")] == (8 + 3) * 5

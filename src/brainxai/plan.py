@@ -48,7 +48,10 @@ METHOD_PASSES: dict[str, Callable[[Mapping[str, Any]], float]] = {
     "ms-gradcam++": lambda c: 3.0 * 3,  # three input scales
     "smoothgrad": lambda c: 3.0 * float(c["smoothgrad_samples"]),
     "ig": lambda c: 3.0 * float(c["ig_steps"]),
+    "lrp": lambda c: 1.0 + 3.0,  # Captum: a forward pass to record inputs, then fwd + bwd
 }
+#: Forward passes of a frozen-backbone training step (no backbone backward).
+FROZEN_PASSES = 1.0
 GPU_STAGES = ("pretrain", "finetune", "classify3d", "xai")
 
 
@@ -312,6 +315,9 @@ def _finetune(params: Mapping[str, Any], c: Cohort, resnet: FlopFn) -> list[Comp
     tune = p["tune"]
     for protocol in protocols:
         cells = len(inits) * len(fractions) * len(seeds)
+        if protocol == "twophase":
+            out.append(_twophase(p, inits, n_train, n_test, f))
+            continue
         if protocol == "probe":
             epochs = int(p["probe"]["epochs"])
             work = cells * epochs * sum(fractions) / len(fractions) * n_train
@@ -353,6 +359,43 @@ def _finetune(params: Mapping[str, Any], c: Cohort, resnet: FlopFn) -> list[Comp
             )
         )
     return out
+
+
+def _twophase_cells(p: Mapping[str, Any]) -> tuple[list[float], list[int]]:
+    """The (fractions, seeds) the two-phase protocol runs at ([] in its section = all)."""
+    tp = p["twophase"]
+    fractions = [f for f in p["fractions"] if not tp["fractions"] or f in tp["fractions"]]
+    return fractions, [s for s in p["seeds"] if not tp["seeds"] or s in tp["seeds"]]
+
+
+def _twophase(
+    p: Mapping[str, Any], inits: list[str], n_train: float, n_test: float, f: float
+) -> Component:
+    """Paper 004's runs: phase 1 forward-only through the frozen backbone, phase 2 trains."""
+    tp = p["twophase"]
+    fractions, seeds = _twophase_cells(p)
+    bs, cap = int(tp["batch_size"]), int(tp["max_steps_per_epoch"])
+    per_frac = []
+    for fr in fractions:
+        steps = math.ceil(fr * n_train / bs)
+        per_frac.append((min(steps, cap) if cap else steps) * bs)
+    seen = sum(per_frac) * len(inits) * len(seeds)
+    frozen, unfrozen = int(tp["frozen_epochs"]), int(tp["unfrozen_epochs"])
+    cells = len(inits) * len(fractions) * len(seeds)
+    flops = seen * (frozen * FROZEN_PASSES + unfrozen * TRAIN_PASSES) * f
+    flops += cells * (frozen + unfrozen) * n_test * f
+    return Component(
+        "finetune",
+        "two-phase cells",
+        cells,
+        "FLOPs",
+        flops,
+        "finetune_cell",
+        name_filter="__twophase__",
+        device="gpu",
+        flops=flops,
+        note=f"paper 004: {frozen} epochs frozen backbone + {unfrozen} trained, eval every epoch",
+    )
 
 
 def _classify3d(params: Mapping[str, Any], c: Cohort, volume: FlopFn) -> list[Component]:
@@ -404,13 +447,27 @@ def _xai(params: Mapping[str, Any], c: Cohort, resnet: FlopFn, volume: FlopFn) -
     sel, cam = x["select"], x["cam"]
     methods = list(x["methods"])
     inits = list(ft["inits"]) + (["imagenet"] if ft.get("imagenet_path") else [])
-    runs_2d = (
-        _select_count(inits, sel["inits"])
-        * _select_count(ft["protocols"], sel["protocols"])
-        * _select_count(ft["fractions"], sel["fractions"])
-        * _select_count(ft["seeds"], sel["seeds"])
-    )
-    ck_2d = len(ft["tune"]["checkpoint_epochs"]) + 1  # + the best epoch (upper bound)
+    # checkpoints per run of each protocol (+ the selected epoch: an upper bound)
+    per_run = {
+        "probe": len(ft["probe"]["checkpoint_epochs"]),
+        "finetune": len(ft["tune"]["checkpoint_epochs"]) + 1,
+        "twophase": len(ft["twophase"]["checkpoint_epochs"]) + 1 if "twophase" in ft else 0,
+    }
+    runs_of: dict[str, int] = {}
+    for protocol in ft["protocols"]:
+        if sel["protocols"] and protocol not in sel["protocols"]:
+            continue
+        fractions, seeds = (
+            _twophase_cells(ft) if protocol == "twophase" else (ft["fractions"], ft["seeds"])
+        )
+        runs_of[protocol] = (
+            _select_count(inits, sel["inits"])
+            * min(_select_count(ft["fractions"], sel["fractions"]), len(fractions))
+            * min(_select_count(ft["seeds"], sel["seeds"]), len(seeds))
+        )
+    runs_2d = sum(runs_of.values())
+    ck_all_2d = sum(n * per_run[p] for p, n in runs_of.items())
+    ck_2d = max((per_run[p] for p in runs_of), default=0)
     rows = list(c3.get("ablation_rows") or c3["variants"])
     comp_bbs = [b for b in c3["compare_backbones"] if b != c3["ablation_backbone"]]
     runs_3d = len(rows) + len(comp_bbs)  # fold 0 only (xai.families.classify3d.select)
@@ -423,8 +480,10 @@ def _xai(params: Mapping[str, Any], c: Cohort, resnet: FlopFn, volume: FlopFn) -
     size = tuple(int(v) for v in c3["data"]["input_size"])
     f3 = volume(c3["backbones"][c3["ablation_backbone"]], size)
     passes = sum(METHOD_PASSES[m](cam) for m in methods)
-    ckpts = runs_2d * ck_2d + runs_3d * ck_3d
-    flops = passes * (runs_2d * ck_2d * imgs_2d * f2 + runs_3d * ck_3d * imgs_3d * f3)
+    ckpts = ck_all_2d + runs_3d * ck_3d
+    work_2d, work_3d = ck_all_2d * imgs_2d * f2, runs_3d * ck_3d * imgs_3d * f3
+    flops = passes * (work_2d + work_3d)
+    faith = _faithfulness(x, ckpts, len(methods), work_2d, work_3d, imgs_2d, imgs_3d)
     rnd = x.get("randomisation", {})
     n_rnd_m = len(rnd.get("methods") or methods) if rnd.get("enabled", True) else 0
     r_img = int(rnd.get("max_images", imgs_2d))
@@ -458,6 +517,42 @@ def _xai(params: Mapping[str, Any], c: Cohort, resnet: FlopFn, volume: FlopFn) -
             flops=r_flops,
             note="final checkpoint of each run, randomised weights",
         ),
+        *faith,
+    ]
+
+
+def _faithfulness(
+    x: Mapping[str, Any],
+    ckpts: int,
+    n_methods: int,
+    work_2d: float,
+    work_3d: float,
+    imgs_2d: int,
+    imgs_3d: int,
+) -> list[Component]:
+    """Deletion + insertion curves (and the random control's) of every explained
+    (checkpoint, method): ``steps + 1`` forward passes per image and curve."""
+    fa = x.get("faithfulness", {})
+    if not fa.get("enabled", False):
+        return []
+    cap = int(fa.get("max_images", 0))
+    share_2d = min(cap, imgs_2d) / imgs_2d if cap and imgs_2d else 1.0
+    share_3d = min(cap, imgs_3d) / imgs_3d if cap and imgs_3d else 1.0
+    curves = 2 * (2 if fa.get("random_control", False) else 1)
+    per_image = curves * (int(fa.get("steps", 0)) + 1)
+    flops = n_methods * per_image * (work_2d * share_2d + work_3d * share_3d)
+    return [
+        Component(
+            "xai",
+            "faithfulness (checkpoint x method)",
+            ckpts * n_methods,
+            "FLOPs",
+            flops,
+            "faithfulness_task",
+            device="gpu",
+            flops=flops,
+            note=f"{curves} curves x {per_image // curves} points per image, stored maps",
+        )
     ]
 
 

@@ -6,8 +6,9 @@
   tumour group, at least one image per class, nested across fractions;
 * :mod:`~brainxai.finetune.leakage` - no test patient, no near duplicate of a test image;
 * :mod:`~brainxai.finetune.probe` - linear probe on cached frozen-backbone embeddings;
-* :mod:`~brainxai.finetune.tune` - full fine-tuning (discriminative LRs, early stopping);
+* :mod:`~brainxai.finetune.tune` - full fine-tuning (discriminative LRs, early stopping) and
+  paper 004's two-phase run (backbone frozen, then every layer trained);
 * :mod:`~brainxai.finetune.cell` - one (init, protocol, fraction, seed) run end to end;
 * :mod:`~brainxai.finetune.model` - the classifier and its per-epoch checkpoint contract;
-* :mod:`~brainxai.finetune.runs` - run names and checkpoint metadata.
+* :mod:`~brainxai.finetune.runs` - run names, checkpoint metadata, training phases.
 """

@@ -1,18 +1,24 @@
 """Run one cell of the matrix end to end: train, checkpoint, predict the test split.
 
-Both protocols write ``<run_dir>/epoch-XXXX.pt`` at ``checkpoint_epochs`` (those within
-the epochs actually trained), at the last epoch and at the selected epoch, and return the
-test-split probabilities of the selected model:
+Every protocol writes ``<run_dir>/epoch-XXXX.pt`` at ``checkpoint_epochs`` (those within
+the epochs actually trained), at the last epoch and at the selected epoch, and returns the
+test-split probabilities of the selected model, each checkpoint's training ``phase``
+(:func:`brainxai.finetune.runs.phase_of`) and the run's ``frozen_epochs``:
 
 * ``probe``: head-only checkpoints (the backbone is ``backbone_path``); the selected model
-  is the final epoch's (a convex problem, no early stopping).
+  is the final epoch's (a convex problem, no early stopping). Every epoch is ``transfer``.
 * ``finetune``: whole-classifier checkpoints; the selected model is the epoch with the
-  best validation macro-F1 (early stopping, :mod:`brainxai.finetune.tune`).
+  best validation macro-F1 (early stopping, :mod:`brainxai.finetune.tune`). Every epoch is
+  ``finetune``.
+* ``twophase``: paper 004's run (:func:`brainxai.finetune.tune.two_phase`): whole-classifier
+  checkpoints of both phases; the selected model is the last epoch's or the best on
+  validation (``twophase.selection``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +32,8 @@ from brainxai.finetune.data import CLASS_NAMES, encode_labels
 from brainxai.finetune.evaluate import forward_batches, pick_device, softmax_np
 from brainxai.finetune.model import Classifier, build_classifier, save_classifier
 from brainxai.finetune.probe import EpochHead, train_linear_probe
-from brainxai.finetune.runs import RunSpec, checkpoint_meta
-from brainxai.finetune.tune import finetune, with_state
+from brainxai.finetune.runs import RunSpec, checkpoint_meta, frozen_epochs, phase_of
+from brainxai.finetune.tune import TuneResult, finetune, two_phase, with_state
 from brainxai.ssl.cache import Cache
 from brainxai.ssl.checkpoint import checkpoint_path
 
@@ -90,6 +96,7 @@ def run_probe(
         backbone_path=backbone_path, backbone_seed=spec.seed,
     )  # fmt: skip
     save_at = _epochs_to_save(cfg.probe.checkpoint_epochs, cfg.probe.epochs)
+    frozen = frozen_epochs("probe", cfg)
     checkpoints: list[dict[str, Any]] = []
 
     def save(rec: EpochHead) -> None:
@@ -98,10 +105,11 @@ def run_probe(
         with torch.no_grad():
             model.head.weight.copy_(rec.weight)
             model.head.bias.copy_(rec.bias)
-        meta = checkpoint_meta(spec, backbone, list(CLASS_NAMES), rec.epoch, backbone_path)
+        phase = phase_of(rec.epoch, frozen)
+        meta = checkpoint_meta(spec, backbone, list(CLASS_NAMES), rec.epoch, backbone_path, phase)
         path = save_classifier(checkpoint_path(run_dir, rec.epoch), model, meta, True)
         checkpoints.append({"epoch": rec.epoch, "path": str(path),
-                            "val_macro_f1": rec.val_macro_f1})  # fmt: skip
+                            "val_macro_f1": rec.val_macro_f1, "phase": phase})  # fmt: skip
 
     heads = train_linear_probe(
         embeddings[data.train["row"].to_numpy()],
@@ -126,6 +134,7 @@ def run_probe(
         "checkpoints": checkpoints,
         "selected_epoch": final.epoch,
         "stopped_early": False,
+        "frozen_epochs": frozen,
         "n_train": len(data.train),
         "predictions": _predictions(spec, data.test, softmax_np(logits)),
         "seconds": time.perf_counter() - t0,
@@ -152,29 +161,89 @@ def run_finetune(
         backbone_path=backbone_path, backbone_seed=spec.seed, imagenet_path=imagenet_path,
     ).to(device)  # fmt: skip
     images = cache.images
-    checkpoints: dict[int, dict[str, Any]] = {}
-
-    def save(epoch: int, m: Classifier, metrics: dict[str, float]) -> None:
-        meta = checkpoint_meta(spec, backbone, list(CLASS_NAMES), epoch, backbone_path)
-        path = save_classifier(checkpoint_path(run_dir, epoch), m, meta)
-        checkpoints[epoch] = {"epoch": epoch, "path": str(path),
-                              "val_macro_f1": metrics["val_macro_f1"]}  # fmt: skip
-
-    tracked = (
-        not tc.tracked_fractions or any(abs(spec.fraction - f) < 1e-9 for f in tc.tracked_fractions)
-    ) and (not tc.tracked_seeds or spec.seed in tc.tracked_seeds)
-    listed = set(tc.checkpoint_epochs) if tracked else set()
-    res = finetune(
-        model,
+    train = (
         images[data.train["row"].to_numpy()],
         encode_labels(data.train["label"]),
         images[data.val["row"].to_numpy()],
         encode_labels(data.val["label"]),
-        tc,
-        backbone.image_size,
-        spec.seed,
-        on_epoch=lambda e, m, met: save(e, m, met) if e in listed else None,
     )
+    return _whole_model_run(
+        spec, cfg, backbone, model, images, data, backbone_path, run_dir, device, t0,
+        lambda on_epoch: finetune(model, *train, tc, backbone.image_size, spec.seed, on_epoch),
+        _tracked(spec, tc.tracked_fractions, tc.tracked_seeds), tc.checkpoint_epochs,
+        tc.eval_batch_size,
+    )  # fmt: skip
+
+
+def run_twophase(
+    spec: RunSpec,
+    cfg: FinetuneConfig,
+    backbone: BackboneSpec,
+    cache: Cache,
+    data: CellData,
+    backbone_path: str,
+    run_dir: Path,
+) -> dict[str, Any]:
+    """Paper 004's two-phase protocol (frozen backbone, then every layer); see module doc."""
+    t0 = time.perf_counter()
+    tp = cfg.twophase
+    device = pick_device(tp.device)
+    model = build_classifier(
+        backbone.arch, len(CLASS_NAMES), backbone.input_mean, backbone.input_std,
+        backbone_path=backbone_path, backbone_seed=spec.seed,
+    ).to(device)  # fmt: skip
+    images = cache.images
+    train = (
+        images[data.train["row"].to_numpy()],
+        encode_labels(data.train["label"]),
+        images[data.val["row"].to_numpy()],
+        encode_labels(data.val["label"]),
+    )
+    return _whole_model_run(
+        spec, cfg, backbone, model, images, data, backbone_path, run_dir, device, t0,
+        lambda on_epoch: two_phase(model, *train, tp, backbone.image_size, spec.seed, on_epoch),
+        _tracked(spec, tp.tracked_fractions, tp.tracked_seeds), tp.checkpoint_epochs,
+        tp.eval_batch_size,
+    )  # fmt: skip
+
+
+def _tracked(spec: RunSpec, fractions: tuple[float, ...], seeds: tuple[int, ...]) -> bool:
+    """Whether the run keeps its per-epoch checkpoints (empty lists: every run)."""
+    frac_ok = not fractions or any(abs(spec.fraction - f) < 1e-9 for f in fractions)
+    return frac_ok and (not seeds or spec.seed in seeds)
+
+
+def _whole_model_run(
+    spec: RunSpec,
+    cfg: FinetuneConfig,
+    backbone: BackboneSpec,
+    model: Classifier,
+    images: np.ndarray,
+    data: CellData,
+    backbone_path: str,
+    run_dir: Path,
+    device: torch.device,
+    t0: float,
+    train: Callable[[Callable[[int, Classifier, dict[str, float]], None]], TuneResult],
+    tracked: bool,
+    checkpoint_epochs: tuple[int, ...],
+    eval_batch_size: int,
+) -> dict[str, Any]:
+    """Train (``train(on_epoch)``), writing whole-classifier checkpoints at the listed
+    epochs (tracked runs), the last epoch (tracked runs) and the selected epoch; predict
+    the test split with the selected model."""
+    frozen = frozen_epochs(spec.protocol, cfg)
+    checkpoints: dict[int, dict[str, Any]] = {}
+
+    def save(epoch: int, m: Classifier, metrics: dict[str, float]) -> None:
+        phase = phase_of(epoch, frozen)
+        meta = checkpoint_meta(spec, backbone, list(CLASS_NAMES), epoch, backbone_path, phase)
+        path = save_classifier(checkpoint_path(run_dir, epoch), m, meta)
+        checkpoints[epoch] = {"epoch": epoch, "path": str(path),
+                              "val_macro_f1": metrics["val_macro_f1"], "phase": phase}  # fmt: skip
+
+    listed = set(checkpoint_epochs) if tracked else set()
+    res = train(lambda e, m, met: save(e, m, met) if e in listed else None)
     last = res.history[-1]
     if tracked and last["epoch"] not in checkpoints:
         save(last["epoch"], model, last)
@@ -182,7 +251,7 @@ def run_finetune(
     if res.best_epoch not in checkpoints:
         save(res.best_epoch, best, res.history[res.best_epoch - 1])
     logits = forward_batches(
-        best, images[data.test["row"].to_numpy()], backbone.image_size, tc.eval_batch_size, device
+        best, images[data.test["row"].to_numpy()], backbone.image_size, eval_batch_size, device
     )
     rows = [dict(c, selected=e == res.best_epoch) for e, c in sorted(checkpoints.items())]
     return {
@@ -190,6 +259,7 @@ def run_finetune(
         "checkpoints": rows,
         "selected_epoch": res.best_epoch,
         "stopped_early": res.stopped_early,
+        "frozen_epochs": frozen,
         "n_train": len(data.train),
         "predictions": _predictions(spec, data.test, softmax_np(logits)),
         "seconds": time.perf_counter() - t0,

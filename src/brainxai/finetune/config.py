@@ -82,6 +82,74 @@ class TuneConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
+#: Fine-tuning protocols: linear probe, full fine-tuning, and paper 004's two-phase run.
+PROTOCOLS: tuple[str, ...] = ("probe", "finetune", "twophase")
+#: Selection rules of the two-phase protocol's test-split model.
+TWOPHASE_SELECTIONS: tuple[str, ...] = ("last", "best_val")
+
+
+@dataclass(frozen=True)
+class TwoPhaseConfig:
+    """Paper 004's training protocol (§3.1) as one run: phase 1, *transfer learning*, for
+    ``frozen_epochs`` epochs (backbone frozen - parameters and BatchNorm statistics - the
+    head trained with Adam, cosine-annealed); then phase 2, *fine-tuning*, for
+    ``unfrozen_epochs`` epochs (every layer trained with Adam at ``finetune_lr``, label
+    smoothing, gradient-norm clipping). Checkpoints along the one run cover both phases.
+
+    The paper's learning rates, smoothing and clipping values did not survive in its text;
+    the defaults here are common choices (ASSUMED), all in ``params.yaml``.
+    """
+
+    frozen_epochs: int = 20
+    unfrozen_epochs: int = 10
+    #: Phase 1: the head's peak LR (Adam), cosine-annealed to ``lr * final_lr_fraction``.
+    lr: float = 1e-3
+    final_lr_fraction: float = 0.0
+    #: Phase 2: one constant LR for every layer (Adam).
+    finetune_lr: float = 1e-5
+    weight_decay: float = 0.0
+    #: Phase 2 only (the paper's phase 1 names neither).
+    label_smoothing: float = 0.1
+    #: Phase 2: clip the global gradient norm to this (0 = no clipping).
+    grad_clip_norm: float = 1.0
+    batch_size: int = 32
+    #: Cap on optimizer steps per epoch (0 = every batch).
+    max_steps_per_epoch: int = 0
+    checkpoint_epochs: tuple[int, ...] = (1, 5, 10, 15, 20, 25, 30)
+    #: As ``TuneConfig``: per-epoch checkpoints only for these fractions / seeds (() = all).
+    tracked_fractions: tuple[float, ...] = ()
+    tracked_seeds: tuple[int, ...] = ()
+    #: The epoch whose model predicts the test split: ``last`` (the trajectory's end, as the
+    #: paper reports and anchors its gold lists) or ``best_val`` (best val macro-F1).
+    selection: str = "last"
+    #: Run the protocol only at these label fractions / seeds of the stage (() = every one).
+    fractions: tuple[float, ...] = ()
+    seeds: tuple[int, ...] = ()
+    eval_batch_size: int = 128
+    device: str = "auto"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.frozen_epochs < 0 or self.unfrozen_epochs < 0:
+            raise ValueError("twophase: frozen_epochs and unfrozen_epochs must be >= 0")
+        if self.frozen_epochs + self.unfrozen_epochs < 1:
+            raise ValueError("twophase: the run needs at least one epoch")
+        if self.selection not in TWOPHASE_SELECTIONS:
+            raise ValueError(f"twophase.selection must be one of {TWOPHASE_SELECTIONS}")
+        if self.grad_clip_norm < 0:
+            raise ValueError("twophase.grad_clip_norm must be >= 0")
+
+    @property
+    def epochs(self) -> int:
+        """Length of the whole run (both phases)."""
+        return self.frozen_epochs + self.unfrozen_epochs
+
+    def runs_cell(self, fraction: float, seed: int) -> bool:
+        """Whether the protocol runs at this (fraction, seed) of the stage's matrix."""
+        frac_ok = not self.fractions or any(abs(fraction - f) < 1e-9 for f in self.fractions)
+        return frac_ok and (not self.seeds or seed in self.seeds)
+
+
 CONTROLS: tuple[str, ...] = ("positive", "shortcut", "random_labels")
 
 
@@ -139,7 +207,10 @@ class FinetuneConfig:
     """The stage: which inits, fractions, seeds and protocols; where things go."""
 
     inits: tuple[str, ...] = ("simclr", "byol", "dino", "mocov3", "random")
-    protocols: tuple[str, ...] = ("probe", "finetune")
+    #: Input size of fine-tuning, evaluation and explanation (0 = the pretraining size;
+    #: read by :meth:`BackboneSpec.from_pretrain`).
+    image_size: int = 0
+    protocols: tuple[str, ...] = ("probe", "finetune", "twophase")
     fractions: tuple[float, ...] = (0.01, 0.05, 0.1, 0.5, 1.0)
     seeds: tuple[int, ...] = (0, 1, 2)
     #: Local ImageNet weights file; when set, the ``imagenet`` init is added.
@@ -166,6 +237,8 @@ class FinetuneConfig:
     data: DataConfig = field(default_factory=DataConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    #: Paper 004's two-phase protocol (frozen backbone, then every layer; one run).
+    twophase: TwoPhaseConfig = field(default_factory=TwoPhaseConfig)
     #: Planted controls (:mod:`brainxai.finetune.controls`), run with every study.
     controls: ControlsConfig = field(default_factory=ControlsConfig)
 
@@ -175,16 +248,17 @@ class FinetuneConfig:
         nested = {"data": DataConfig, "probe": ProbeConfig, "controls": ControlsConfig}
         for key, sub in nested.items():
             d[key] = from_mapping(sub, d.get(key))
-        tune = dict(d.get("tune") or {})
-        tune["augment"] = from_mapping(AugmentConfig, tune.get("augment"))
-        d["tune"] = from_mapping(TuneConfig, tune)
+        for key, sub in (("tune", TuneConfig), ("twophase", TwoPhaseConfig)):
+            section = dict(d.get(key) or {})
+            section["augment"] = from_mapping(AugmentConfig, section.get("augment"))
+            d[key] = from_mapping(sub, section)
         cfg = from_mapping(cls, d)
         for f in cfg.fractions:
             if not 0.0 < f <= 1.0:
                 raise ValueError(f"label fractions must be in (0, 1], got {f}")
-        unknown = sorted(set(cfg.protocols) - {"probe", "finetune"})
+        unknown = sorted(set(cfg.protocols) - set(PROTOCOLS))
         if unknown:
-            raise ValueError(f"unknown protocols {unknown}; known: ['finetune', 'probe']")
+            raise ValueError(f"unknown protocols {unknown}; known: {sorted(PROTOCOLS)}")
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -201,10 +275,13 @@ class BackboneSpec:
     input_std: float = 0.226
 
     @classmethod
-    def from_pretrain(cls, train: dict[str, Any]) -> BackboneSpec:
+    def from_pretrain(cls, train: dict[str, Any], image_size: int = 0) -> BackboneSpec:
+        """The pretraining backbone; ``image_size`` > 0 fine-tunes at another input size
+        (``finetune.image_size``: e.g. pretrained at 64 px, fine-tuned and explained at
+        128 px for an 8 x 8 ``layer3`` CAM grid)."""
         return cls(
             arch=str(train["arch"]),
-            image_size=int(train["image_size"]),
+            image_size=int(image_size) or int(train["image_size"]),
             input_mean=float(train.get("input_mean", cls.input_mean)),
             input_std=float(train.get("input_std", cls.input_std)),
         )

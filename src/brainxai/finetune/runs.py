@@ -5,6 +5,12 @@ Run names are ``f"{init}__{protocol}__f{fraction:g}__s{seed}"``, e.g.
 characters, so they are safe as directory names on every file system and as MLflow run
 names. Checkpoints go to ``<out_dir>/<run>/epoch-XXXX.pt``
 (:func:`brainxai.ssl.checkpoint.checkpoint_path`).
+
+Training phases (paper 004 §3.1): an epoch is ``transfer`` while the backbone is frozen
+(every linear-probe epoch; the first ``frozen_epochs`` of a two-phase run) and
+``finetune`` once every layer trains (every full fine-tuning epoch; the rest of a
+two-phase run). :func:`frozen_epochs` and :func:`phase_of` give both per run and epoch;
+the checkpoint index carries them so trajectory plots can mark the boundary.
 """
 
 from __future__ import annotations
@@ -13,11 +19,13 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from brainxai.finetune.config import BackboneSpec
+from brainxai.finetune.config import PROTOCOLS, BackboneSpec, FinetuneConfig
 
-_NAME = re.compile(r"^(?P<init>[a-z0-9_-]+?)__(?P<protocol>probe|finetune)__f(?P<f>[0-9.e+-]+)"
-                   r"__s(?P<seed>-?\d+)$")  # fmt: skip
+_NAME = re.compile(rf"^(?P<init>[a-z0-9_-]+?)__(?P<protocol>{'|'.join(PROTOCOLS)})"
+                   r"__f(?P<f>[0-9.e+-]+)__s(?P<seed>-?\d+)$")  # fmt: skip
 LOADER = "brainxai.finetune.model:load_classifier"
+#: Phase names: backbone frozen (transfer learning) / every layer trained (fine-tuning).
+PHASES: tuple[str, str] = ("transfer", "finetune")
 
 
 @dataclass(frozen=True)
@@ -46,19 +54,39 @@ def parse_run_name(name: str) -> RunSpec:
     return RunSpec(m["init"], m["protocol"], float(m["f"]), int(m["seed"]))
 
 
+def frozen_epochs(protocol: str, cfg: FinetuneConfig) -> int:
+    """Epochs at the start of a run of ``protocol`` with the backbone frozen: all of them
+    for the probe, none for full fine-tuning, ``twophase.frozen_epochs`` for paper 004's."""
+    if protocol == "probe":
+        return cfg.probe.epochs
+    if protocol == "twophase":
+        return cfg.twophase.frozen_epochs
+    if protocol == "finetune":
+        return 0
+    raise ValueError(f"unknown protocol {protocol!r}; known: {list(PROTOCOLS)}")
+
+
+def phase_of(epoch: int, frozen: int) -> str:
+    """``transfer`` for epochs ``1 .. frozen`` (backbone frozen), else ``finetune``."""
+    return PHASES[0] if int(epoch) <= int(frozen) else PHASES[1]
+
+
 def checkpoint_meta(
     spec: RunSpec,
     backbone: BackboneSpec,
     class_names: list[str],
     epoch: int,
     backbone_path: str,
+    phase: str | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint ``meta`` of :mod:`brainxai.finetune.model` (every ``META_KEYS`` entry).
+    """The checkpoint ``meta`` of :mod:`brainxai.finetune.model` (every ``META_KEYS`` entry,
+    plus ``phase`` when given).
 
     ``backbone_seed`` is the run's seed: it draws the head (and, for ``random``, the
     backbone) before training.
     """
-    return {
+    extra = {} if phase is None else {"phase": phase}
+    return extra | {
         "arch": backbone.arch,
         "num_classes": len(class_names),
         "class_names": list(class_names),

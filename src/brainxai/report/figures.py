@@ -22,6 +22,7 @@ from PIL import Image
 from brainxai.atomic import savefig_atomic
 from brainxai.evaluation.metrics import save_confusion
 from brainxai.evaluation.plots import label_efficiency
+from brainxai.xai.trajectory_plots import phase_boundary
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,9 @@ def trajectory_figure(
     """Global C-Score and macro AUC per checkpoint (one line per model) with dissociations.
 
     ``events`` has columns ``model, method, epoch, kind``: checkpoints where a dissociation
-    was found (any class); they are marked on the C-Score curve (red x, count beside).
+    was found (any class); they are marked on the C-Score curve (red x, count beside). A
+    two-phase run (paper 004: backbone frozen, then trained) gets its phase boundary as a
+    dotted line in its colour.
     """
     glob = table[(table["family"] == family) & (table["method"] == method) & (table["klass"] == -1)]
     if glob.empty:
@@ -215,6 +218,10 @@ def trajectory_figure(
         }
         ax_c.plot(s["epoch"], s["cscore"], label=model, **style)
         ax_a.plot(s["epoch"], s["auc"], **style)
+        boundary = phase_boundary(s)
+        if boundary is not None:
+            for ax in (ax_c, ax_a):
+                ax.axvline(boundary, color=style["color"], linestyle=":", linewidth=1)
         hits = ev[ev["model"] == model].groupby("epoch").size()
         for epoch, count in hits.items():
             y = s.loc[s["epoch"] == epoch, "cscore"]

@@ -1,5 +1,6 @@
 """What the tracking stage does for one checkpoint: load it with its index's loader, build
 the evaluation batch, write the heatmaps of a method (float16, with the checkpoint id);
+score the stored maps' faithfulness (deletion/insertion, :mod:`brainxai.xai.faithfulness`);
 and, on a run's final checkpoint, the parameter-randomisation sanity check against the
 stored maps (Adebayo et al. 2018; paper 004 §1.2)."""
 
@@ -13,10 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainxai.xai.cams import CamConfig, Explainer, resolve_device
+from brainxai.xai.cams import CamConfig, Explainer, frozen_copy, resolve_device
 from brainxai.xai.checkpoints import checkpoint_id, resolve_loader
 from brainxai.xai.evalset import EvalInputError, eval_tensors
 from brainxai.xai.explain import explain_checkpoint, randomised_copy
+from brainxai.xai.faithfulness import FaithfulnessConfig, faithfulness_scores
 from brainxai.xai.heatmap_store import load_heatmaps
 from brainxai.xai.randomisation import flag, randomisation_similarity
 from brainxai.xai.stage_config import RandomisationConfig
@@ -125,6 +127,43 @@ def randomisation_against_stored(
         "similarity": config.similarity,
         "threshold": config.threshold,
     }
+
+
+def _stored_rows(
+    table: pd.DataFrame, heatmap_path: str | Path, max_images: int
+) -> tuple[Any, pd.DataFrame]:
+    """The heatmap record and the evaluation rows of its first ``max_images`` maps (0 =
+    all), in the record's order."""
+    rec = load_heatmaps(heatmap_path)
+    n = len(rec.record_ids) if max_images == 0 else min(max_images, len(rec.maps))
+    ids = rec.record_ids[:n].astype(str)
+    by_id = table.set_index(table["record_id"].astype(str))
+    return rec, by_id.loc[ids].reset_index(drop=True)
+
+
+def faithfulness_against_stored(
+    model: Any,
+    meta: dict[str, Any],
+    kind: str,
+    data: str | Path,
+    table: pd.DataFrame,
+    root: str | Path,
+    heatmap_path: str | Path,
+    config: FaithfulnessConfig,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Deletion/insertion AUC of the maps stored in ``heatmap_path`` on the checkpoint's
+    model (same images, same explained classes) and of the random control; see
+    :func:`brainxai.xai.faithfulness.faithfulness_scores`."""
+    rec, rows = _stored_rows(table, heatmap_path, config.max_images)
+    n = len(rows)
+    x = eval_tensors(kind, data, rows, root, meta)
+    dev = resolve_device(device)
+    scores = faithfulness_scores(
+        frozen_copy(model, dev), x, np.asarray(rec.targets[:n]),
+        rec.maps[:n].astype(np.float32), config, dev,
+    )  # fmt: skip
+    return {"method": rec.method, "checkpoint": rec.checkpoint_id, **scores}
 
 
 def _nanmedian(x: np.ndarray) -> float:

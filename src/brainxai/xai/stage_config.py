@@ -3,9 +3,10 @@
 Which checkpoints are explained (:class:`SelectConfig`), on which images
 (``eval_split``, ``max_images``), with which methods, and how the heatmaps
 (:class:`~brainxai.xai.cams.CamConfig`), the tracking metrics
-(:class:`~brainxai.xai.tracking.TrackingConfig`) and the parameter-randomisation sanity
-check (:class:`RandomisationConfig`) are configured. Every key is checked: an unknown key
-is an error, not a silently ignored typo.
+(:class:`~brainxai.xai.tracking.TrackingConfig`), the parameter-randomisation sanity
+check (:class:`RandomisationConfig`) and the deletion/insertion faithfulness scores
+(:class:`~brainxai.xai.faithfulness.FaithfulnessConfig`) are configured. Every key is
+checked: an unknown key is an error, not a silently ignored typo.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from brainxai.config import config_from_mapping, config_to_mapping
 from brainxai.xai.cams import METHODS, CamConfig
+from brainxai.xai.faithfulness import FaithfulnessConfig
 from brainxai.xai.tracking import TrackingConfig
 
 KINDS = ("2d", "3d")
@@ -133,6 +135,7 @@ class XaiConfig:
     cam: CamConfig = field(default_factory=CamConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     randomisation: RandomisationConfig = field(default_factory=RandomisationConfig)
+    faithfulness: FaithfulnessConfig = field(default_factory=FaithfulnessConfig)
 
     def __post_init__(self) -> None:
         if not self.methods:
@@ -152,6 +155,7 @@ class XaiConfig:
             "cam": CamConfig,
             "tracking": TrackingConfig,
             "randomisation": RandomisationConfig,
+            "faithfulness": FaithfulnessConfig,
         }
         return replace(config_from_mapping(cls, {"families": {}, **d}, nested), families=families)
 

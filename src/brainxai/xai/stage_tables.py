@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from brainxai.xai.faithfulness import SCORE_COLUMNS
 from brainxai.xai.heatmap_store import load_heatmaps
 from brainxai.xai.tracking import (
     GLOBAL,
@@ -103,6 +104,42 @@ def final_sensitivity(files: Sequence[HeatmapFile], config: TrackingConfig) -> p
     out = pd.concat(parts, ignore_index=True)
     first = ["family", "model", "method", "checkpoint", "epoch"]
     return out[first + [c for c in out.columns if c not in first]]
+
+
+#: Checkpoint-index columns that place a checkpoint in its run's training phases (paper
+#: 004's two-phase protocol; ``brainxai.finetune.runs``); absent from the 3D index.
+PHASE_COLUMNS = ("phase", "frozen_epochs")
+
+
+def with_phases(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with each checkpoint's training ``phase`` and its run's ``frozen_epochs``
+    (epochs with the backbone frozen; the trajectory plots mark the boundary) from the
+    selected index rows ``runs``; ``""`` / 0 where the index has no such columns."""
+    if table.empty:
+        return table
+    keys = runs.assign(model=runs["run"], epoch=runs["epoch"].astype(int))
+    for c, empty in zip(PHASE_COLUMNS, ("", 0), strict=True):
+        if c not in keys:
+            keys[c] = empty
+    keys = keys[["model", "epoch", *PHASE_COLUMNS]].drop_duplicates(["model", "epoch"])
+    out = table.drop(columns=[c for c in PHASE_COLUMNS if c in table]).merge(
+        keys, on=["model", "epoch"], how="left"
+    )
+    out["phase"] = out["phase"].fillna("").astype(str)
+    out["frozen_epochs"] = out["frozen_epochs"].fillna(0).astype(int)
+    return out
+
+
+def with_faithfulness(table: pd.DataFrame, faith: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with the per-checkpoint faithfulness scores (deletion / insertion AUC and
+    the random control's) on the global rows (``klass = GLOBAL``); NaN elsewhere."""
+    cols = [c for c in SCORE_COLUMNS if c in faith.columns]
+    if table.empty or faith.empty or not cols:
+        return table
+    scores = faith.rename(columns={"run": "model"})[["model", "method", "epoch", *cols]]
+    scores = scores.assign(klass=GLOBAL, epoch=scores["epoch"].astype(int))
+    out = table.drop(columns=[c for c in cols if c in table])
+    return out.merge(scores, on=["model", "method", "epoch", "klass"], how="left")
 
 
 def _mean(s: pd.Series) -> float | None:
