@@ -13,6 +13,7 @@ import torch
 
 import tasks  # noqa: F401  (embedded defaults before prefect)
 from brainxai.finetune.model import build_classifier, load_classifier, save_classifier
+from brainxai.report.tables import consistent_correct_faithful, num
 from brainxai.xai.evalset import images_2d
 from brainxai.xai.faithfulness import FaithfulnessConfig, faithfulness_scores
 from brainxai.xai.heatmap_store import load_heatmaps
@@ -110,3 +111,13 @@ def test_two_phase_trajectory_and_faithfulness_through_the_stage(tmp_path):
     summary = json.loads((root / "reports/metrics/xai.json").read_text())["faithfulness"]
     assert set(summary["finetune"]) == {"gradcam", "lrp"}
     assert summary["finetune"]["lrp"]["runs"] == 2  # final checkpoints of tp and ft
+
+    # the report's "consistent, correct, faithful" table: means over the final checkpoints
+    three = consistent_correct_faithful(table).set_index(["family", "method"])
+    final = faith[faith["epoch"] == faith.groupby("run")["epoch"].transform("max")]
+    for method, g in final.groupby("method"):
+        row = three.loc[("finetune", method)]
+        assert row["faithful: deletion AUC (↓)"] == num(g["deletion_auc"].mean())
+        assert row["insertion AUC, random control"] == num(g["insertion_auc_random"].mean())
+        cs = glob.loc[[(r, e, method) for r, e in zip(g["run"], g["epoch"], strict=True)]]
+        assert row["consistent: C-Score"] == num(cs["cscore"].mean())

@@ -526,6 +526,18 @@ def _section_xai(d: StageData, ctx: _Ctx) -> Section:
             sec.add(
                 table(shown, f"{kind.replace('_', ' ')}: first {len(shown)} of {len(v)} events.")
             )
+    three = T.consistent_correct_faithful(traj)
+    if len(three):
+        sec.add(
+            table(
+                three,
+                "Consistent, correct, faithful: per method, means over each model's final "
+                "checkpoint of the C-Score (paper 004), the localisation scores against the "
+                "lesion masks and the deletion / insertion AUC of the class probability "
+                "(RISE; a faithful map deletes the evidence faster - lower - and inserts it "
+                "faster - higher - than the random ranking beside it).",
+            )
+        )
     rnd = d.table("randomisation")
     if rnd is not None and len(rnd):
         agg = (

@@ -249,3 +249,31 @@ def tau_sweep_table(sensitivity: pd.DataFrame, default_tau: float) -> pd.DataFra
     ]
     wide.columns.name = None
     return wide.reset_index()
+
+
+#: Trajectory columns of the three questions about an explanation method (issue 17.6).
+THREE_QUESTIONS = {
+    "consistent: C-Score": "cscore",
+    "correct: pointing game": "pointing",
+    "correct: relevance mass": "mass_accuracy",
+    "faithful: deletion AUC (↓)": "deletion_auc",
+    "deletion AUC, random control": "deletion_auc_random",
+    "faithful: insertion AUC (↑)": "insertion_auc",
+    "insertion AUC, random control": "insertion_auc_random",
+}
+
+
+def consistent_correct_faithful(traj: pd.DataFrame) -> pd.DataFrame:
+    """Per family and method, means over the models' final checkpoints (global rows) of
+    the consistency, correctness and faithfulness scores of the trajectory table; columns
+    a study did not compute are left out."""
+    if traj is None or traj.empty:
+        return pd.DataFrame()
+    glob = traj[traj["klass"] == -1]
+    last = glob[glob["epoch"] == glob.groupby("model")["epoch"].transform("max")]
+    cols = {k: c for k, c in THREE_QUESTIONS.items() if c in last and last[c].notna().any()}
+    if not cols:
+        return pd.DataFrame()
+    out = last.groupby(["family", "method"], sort=True)[list(cols.values())].mean()
+    out = out.rename(columns={c: k for k, c in cols.items()}).map(num)
+    return out.reset_index()
