@@ -10,7 +10,7 @@ from typing import Any
 import mlflow
 from prefect import flow, get_run_logger
 
-from brainxai.atomic import save_json_atomic
+from brainxai.atomic import remove_stale_temps, remove_stale_temps_of, save_json_atomic
 from brainxai.ingest import IngestConfig
 from brainxai.ingest.dicom import dicom_salt, salt_id
 from brainxai.ingest.sources import SourceError, check_sources, dvc_uncovered
@@ -36,6 +36,10 @@ def ingest_flow(profile: str | None = None, root: str | None = None) -> dict[str
     out_dir = paths.interim / "ingest"
     logger = get_run_logger()
     check_sources(icfg["sources"], root_path)  # before any work: layouts, roots, names
+    own = (paths.manifest, paths.quarantine, paths.datacard_md, paths.datacard_json)
+    stale = remove_stale_temps(out_dir) + remove_stale_temps_of(*own, paths.metrics / "ingest.json")
+    if stale:  # a run killed mid-write left them; they would change DVC's hash of the outs
+        logger.warning("removed %d partial file(s) of a killed run: %s", len(stale), stale[:5])
     dvc_yaml = root_path / "dvc.yaml"
     uncovered = dvc_uncovered(icfg["sources"], dvc_yaml) if dvc_yaml.is_file() else []
     if uncovered:

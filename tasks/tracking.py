@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import mlflow
 import yaml
@@ -83,6 +84,7 @@ def ensure_experiment(name: str = EXPERIMENT) -> str:
     """Create the experiment once (before any fan-out, to avoid sqlite races)."""
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
+        _warn_if_artifacts_elsewhere(exp.name, exp.artifact_location)
         return exp.experiment_id
     artifacts = os.environ.get("BRAINXAI_ARTIFACTS")
     location = Path(artifacts).resolve().as_uri() if artifacts else None
@@ -90,6 +92,25 @@ def ensure_experiment(name: str = EXPERIMENT) -> str:
         return mlflow.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:  # created concurrently
         return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def _warn_if_artifacts_elsewhere(name: str, location: str) -> None:
+    """MLflow fixes an experiment's artifact location (an absolute ``file:`` URI) when it is
+    created: after the study is moved, or ``$BRAINXAI_ARTIFACTS`` changed, new runs still
+    write there. Say so (it cannot be changed through MLflow's API)."""
+    artifacts = os.environ.get("BRAINXAI_ARTIFACTS")
+    if not artifacts or not location.startswith("file:"):
+        return
+    there = Path(unquote(urlparse(location).path))
+    here = Path(artifacts).resolve()
+    if there != here:
+        log.warning(
+            "MLflow experiment %r stores artifacts in %s, not in $BRAINXAI_ARTIFACTS=%s (the "
+            "study was moved, or the variable changed): new runs write there. To keep them in "
+            "the study, start a new tracking store (move mlruns.db aside) or serve artifacts "
+            "through `mlflow server --serve-artifacts` (location-free mlflow-artifacts: URIs)",
+            name, there, here,
+        )  # fmt: skip
 
 
 def _prefect_flow_run_id() -> str | None:

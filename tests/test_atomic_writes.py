@@ -203,6 +203,17 @@ def test_sigkill_mid_write_leaves_old_file_or_nothing(tmp_path, old):
     assert remove_stale_temps(tmp_path) == leftovers and _temps(tmp_path) == []
 
 
+def test_remove_stale_temps_of_removes_only_the_targets_temps(tmp_path):
+    from brainxai.atomic import remove_stale_temps_of
+
+    target, other = tmp_path / "manifest.parquet", tmp_path / "manifest_std.parquet"
+    mine, theirs = temp_path(target), temp_path(other)
+    for p in (target, mine, theirs):
+        p.write_bytes(b"x")
+    assert remove_stale_temps_of(target, tmp_path / "absent" / "x.json") == [mine]
+    assert target.exists() and theirs.exists() and not mine.exists()
+
+
 # --- (c) a real stage writer: the synthetic 3D cohort ------------------------------------
 
 _SYNTH_KILLED = textwrap.dedent(

@@ -234,3 +234,17 @@ def remove_stale_temps(root: str | Path) -> list[Path]:
             _discard(p)
             gone.append(p)
     return gone
+
+
+def remove_stale_temps_of(*targets: str | Path) -> list[Path]:
+    """Delete the temporary files of these target files (``.<name>.<token>.tmp<ending>``
+    beside each) left by killed writers; call it only when no writer of them is running."""
+    gone = []
+    for target in map(Path, targets):
+        if not target.parent.is_dir():
+            continue
+        for p in sorted(target.parent.glob(f".{target.name}.*.tmp*")):
+            if p.is_file() and is_temp(p):
+                _discard(p)
+                gone.append(p)
+    return gone
