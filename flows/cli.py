@@ -53,6 +53,24 @@ Profile = Annotated[
 ]
 
 
+@app.callback()
+def main(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Also print Prefect's per-task-run INFO logs (quiet by default: one "
+            "progress line per stage instead). Same as BRAINXAI_VERBOSE=1.",
+        ),
+    ] = False,
+) -> None:
+    """brainxai: SSL + XAI study pipeline for brain-tumour MRI."""
+    from tasks.progress import set_verbosity
+
+    set_verbosity(verbose or None)
+
+
 def _echo(result: object) -> None:
     typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
 

@@ -51,6 +51,7 @@ from prefect.cache_policies import TASK_SOURCE, CachePolicy, Inputs
 from prefect.context import TaskRunContext
 
 from brainxai.redact import redact
+from tasks.progress import track
 
 #: Top-level packages whose modules count as project code in a cache key.
 PROJECT_PACKAGES = ("brainxai", "tasks")
@@ -430,11 +431,14 @@ def run_cached(
     result with a missing file, a file whose content changed or no recorded hashes is
     recomputed with ``refresh_cache=True`` (logged with the file and the reason), then
     checked again: still inconsistent raises. The results come back without the hashes.
+    While the calls run, one progress line reports how many are done
+    (:func:`tasks.progress.track`).
     ``root`` (the study root): inputs and stored results name paths relative to it, so
     the cache survives moving the study (module docstring).
     """
     sent = root_calls(task, calls, root)
     futures = [task.submit(**kw) for kw in sent]
+    track(futures, task.name, stop_on_failure=True)  # the stage's progress line
     results = [from_root(f.result(), root) for f in futures]
     stale = {i: p for i, r in enumerate(results) if (p := output_problems(r, files_of))}
     if stale:
@@ -442,6 +446,7 @@ def run_cached(
             log_stale(task, problems)
         fresh = task.with_options(refresh_cache=True)
         refutures = {i: fresh.submit(**sent[i]) for i in stale}
+        track(refutures.values(), f"{task.name} (re-run)", stop_on_failure=True)
         for i, fut in refutures.items():
             results[i] = from_root(fut.result(), root)
             problems = output_problems(results[i], files_of)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from brainxai.config import load_params, project_root
+from tasks.progress import configure as configure_progress
 
 
 def study_root() -> Path:
@@ -24,9 +25,12 @@ def study_root() -> Path:
 
 
 def study_params(profile: str | None, root: str | None) -> tuple[Path, dict[str, Any]]:
-    """A stage flow's study root (``root``, else :func:`study_root`) and its resolved params."""
+    """A stage flow's study root (``root``, else :func:`study_root`) and its resolved params;
+    also applies the ``progress`` section (:mod:`tasks.progress`)."""
     root_path = Path(root) if root else study_root()
-    return root_path, load_params(root_path / "params.yaml", profile=profile)
+    params = load_params(root_path / "params.yaml", profile=profile)
+    configure_progress(params.get("progress"))
+    return root_path, params
 
 
 def configure_environment(root: Path | None = None) -> Path:

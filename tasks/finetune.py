@@ -53,6 +53,7 @@ from tasks.caching import (
     strip_hashes,
 )
 from tasks.gpu import GPU_TAG, on_gpu_slot
+from tasks.progress import track
 
 FINGERPRINT_FILE = "fingerprint.txt"
 #: The params section of each protocol (only that one enters a cell's cache key).
@@ -274,6 +275,7 @@ def gather_reporting(
     ``(call, None, error)`` instead of stopping the others."""
     sent = root_calls(task_, calls, root)
     futures = [task_.submit(**kw) for kw in sent]
+    track(futures, task_.name)  # the stage's progress line (every call, failed or not)
     out: list[tuple[dict[str, Any], Any | None, str | None]] = []
     stale: list[int] = []
     for i, (kw, fut) in enumerate(zip(calls, futures, strict=True)):
@@ -290,6 +292,7 @@ def gather_reporting(
     if stale:
         fresh = task_.with_options(refresh_cache=True)
         refutures = {i: fresh.submit(**sent[i]) for i in stale}
+        track(refutures.values(), f"{task_.name} (re-run)")
         for i, fut in refutures.items():
             fut.wait()
             ok = fut.state.is_completed()

@@ -13,6 +13,7 @@ framework.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from brainxai.ssl import (
 from brainxai.ssl.cache import IMAGES, INDEX
 from tasks.caching import code_policy, hashed_outputs
 from tasks.gpu import GPU_TAG, on_gpu_slot
+from tasks.progress import Progress
 
 STEP_KEYS = ("loss", "lr", "images_per_s", "gpu_mem_gb", "grad_norm")
 
@@ -121,6 +123,24 @@ class MlflowStream:
         )
 
 
+def with_progress(
+    stream: MlflowStream | None, bar: Progress
+) -> Callable[[str, int, dict[str, float]], None]:
+    """``on_metrics`` callback: ``stream``'s MLflow logging plus the run's progress line
+    (one unit per finished epoch; a resumed run counts from its checkpoint's epoch)."""
+
+    def on_metrics(kind: str, step: int, metrics: dict[str, float]) -> None:
+        if stream is not None:
+            stream(kind, step, metrics)
+        if kind == "epoch":
+            epoch = int(metrics["epoch"])
+            if bar.done == 0 and epoch > 1:
+                bar.resume_from(epoch - 1)
+            bar.update(epoch)
+
+    return on_metrics
+
+
 @task(
     name="pretrain-framework",
     cache_policy=code_policy(__name__) - "mlflow_run_id",
@@ -142,14 +162,16 @@ def pretrain_framework(
     """Pretrain one framework (resuming from its newest matching checkpoint, if any)."""
     spec = spec_of(framework, cfg, cache_fingerprint)
     stream = MlflowStream(mlflow_run_id) if mlflow_run_id else None
-    result = pretrain(
-        spec,
-        Cache.open(cache_dir),
-        out_dir,
-        on_metrics=stream,
-        resume=True,
-        resident_max_bytes=resident_max_bytes,
-    )
+    with Progress(f"pretrain · {framework}", spec.train.epochs, unit="epochs") as bar:
+        result = pretrain(
+            spec,
+            Cache.open(cache_dir),
+            out_dir,
+            on_metrics=with_progress(stream, bar),
+            resume=True,
+            resident_max_bytes=resident_max_bytes,
+        )
+        bar.update(bar.total)  # also when it resumed from its last epoch's checkpoint
     ckpts = sorted((Path(out_dir) / "checkpoints").glob("epoch-*.pt"))
     result["checkpoint"] = str(ckpts[-1]) if ckpts else ""
     result["files"] = [result["backbone"], *([result["checkpoint"]] if ckpts else [])]
