@@ -121,7 +121,10 @@ def _log_model(ckpt: Path, name: str) -> None:
 
 @flow(name="classify3d", log_prints=True)
 def classify3d_flow(
-    profile: str | None = None, root: str | None = None, log_model: bool = True
+    profile: str | None = None,
+    root: str | None = None,
+    log_model: bool = True,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Patient CV of every runnable ablation row and compared backbone; tables; index.
 
@@ -129,8 +132,11 @@ def classify3d_flow(
         profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
         log_model: log the best model of each fold to MLflow (as classify3d.register says).
+        overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),
+            applied after the profile and checked against the stage configs, e.g.
+            ``standardize.config.skullstrip.backend=hdbet``; empty: none.
     """
-    root_path, params = study_params(profile, root)
+    root_path, params = study_params(profile, root, overrides)
     paths = StudyPaths.from_params(root_path, params)
     section = params["classify3d"]
     cfg = Classify3DConfig.from_dict(section)

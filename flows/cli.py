@@ -51,6 +51,17 @@ app.add_typer(orchestrate_app, name="orchestrate")
 Profile = Annotated[
     str | None, typer.Option("--profile", "-p", help="params.yaml profile (smoke | full).")
 ]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY.PATH=VALUE",
+        help="Override one params.yaml value for this run, after the profile (repeatable; "
+        "the value is YAML: 3, 0.5, [1, 2], null, text), e.g. "
+        "--set standardize.config.skullstrip.backend=hdbet. Checked against the stage "
+        "configs: an unknown key or a wrong type fails, naming the valid keys.",
+    ),
+]
 
 
 @app.callback()
@@ -71,56 +82,72 @@ def main(
     set_verbosity(verbose or None)
 
 
+def _overrides(sets: list[str] | None, profile: str | None) -> list[str] | None:
+    """``--set`` values for the flow, checked now against the study's params.yaml and the
+    stage configs, so an unknown key or a wrong type fails before any work starts."""
+    if not sets:
+        return None
+    from brainxai.config import load_params
+    from brainxai.overrides import OverrideError
+    from tasks.env import study_root
+
+    try:
+        load_params(study_root() / "params.yaml", profile=profile, overrides=sets)
+    except (OverrideError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--set") from exc
+    return list(sets)
+
+
 def _echo(result: object) -> None:
     typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
 
 
 @data_app.command("synth")
-def data_synth(profile: Profile = None) -> None:
+def data_synth(profile: Profile = None, sets: Sets = None) -> None:
     """Generate the embedded synthetic cohort (3D BIDS + 2D Kaggle layout) with ground truth."""
     from flows.synth import synth_flow
 
-    _echo(synth_flow(profile=profile))
+    _echo(synth_flow(profile=profile, overrides=_overrides(sets, profile)))
 
 
 @data_app.command("ingest")
-def data_ingest(profile: Profile = None) -> None:
+def data_ingest(profile: Profile = None, sets: Sets = None) -> None:
     """Ingest the configured sources into the split manifest, quarantine list and data card."""
     from flows.ingest import ingest_flow
 
-    _echo(ingest_flow(profile=profile))
+    _echo(ingest_flow(profile=profile, overrides=_overrides(sets, profile)))
 
 
 @data_app.command("standardize")
-def data_standardize(profile: Profile = None) -> None:
+def data_standardize(profile: Profile = None, sets: Sets = None) -> None:
     """Standardize every 3D session: reorient, resample, skull-strip, N4, SyN to MNI152, QC."""
     from flows.standardize import standardize_flow
 
-    _echo(standardize_flow(profile=profile))
+    _echo(standardize_flow(profile=profile, overrides=_overrides(sets, profile)))
 
 
 @data_app.command("difficulty")
-def data_difficulty(profile: Profile = None) -> None:
+def data_difficulty(profile: Profile = None, sets: Sets = None) -> None:
     """Quick supervised baselines on the split manifest: neither trivial nor hopeless?"""
     from flows.difficulty import difficulty_flow
 
-    _echo(difficulty_flow(profile=profile))
+    _echo(difficulty_flow(profile=profile, overrides=_overrides(sets, profile)))
 
 
 @data_app.command("pseudolabel")
-def data_pseudolabel(profile: Profile = None) -> None:
+def data_pseudolabel(profile: Profile = None, sets: Sets = None) -> None:
     """Pseudo-label tumours in 3D: slice boxes (classical / local VLM / served VLM) -> MLP."""
     from flows.pseudolabel import pseudolabel_flow
 
-    _echo(pseudolabel_flow(profile=profile))
+    _echo(pseudolabel_flow(profile=profile, overrides=_overrides(sets, profile)))
 
 
 @ssl_app.command("cache")
-def ssl_cache(profile: Profile = None) -> None:
+def ssl_cache(profile: Profile = None, sets: Sets = None) -> None:
     """Decode the training-patient images once into the uint8 cache; check leakage."""
     from flows.pretrain import pretrain_flow
 
-    _echo(pretrain_flow(profile=profile, frameworks=[]))
+    _echo(pretrain_flow(profile=profile, frameworks=[], overrides=_overrides(sets, profile)))
 
 
 @ssl_app.command("pretrain")
@@ -130,11 +157,16 @@ def ssl_pretrain(
         list[str] | None,
         typer.Option("--framework", "-f", help="Only these frameworks (repeatable)."),
     ] = None,
+    sets: Sets = None,
 ) -> None:
     """Pretrain each framework of params.pretrain.frameworks (resumes from checkpoints)."""
     from flows.pretrain import pretrain_flow
 
-    _echo(pretrain_flow(profile=profile, frameworks=framework or None))
+    _echo(
+        pretrain_flow(
+            profile=profile, frameworks=framework or None, overrides=_overrides(sets, profile)
+        )
+    )
 
 
 @finetune_app.command("run")
@@ -144,54 +176,56 @@ def finetune_run(
         str | None,
         typer.Option("--init", "-i", help="Only this init's cells (DVC finetune@<init>)."),
     ] = None,
+    sets: Sets = None,
 ) -> None:
     """Every init x protocol x label fraction x seed (cached cells), then the statistics;
     with --init, only that init's cells (after `finetune cache`; `finetune eval` aggregates)."""
     from flows.finetune import finetune_flow
 
-    _echo(finetune_flow(profile=profile, step="init" if init else "all", init=init))
+    step = "init" if init else "all"
+    _echo(finetune_flow(profile=profile, step=step, init=init, overrides=_overrides(sets, profile)))
 
 
 @finetune_app.command("cache")
-def finetune_cache(profile: Profile = None) -> None:
+def finetune_cache(profile: Profile = None, sets: Sets = None) -> None:
     """Decode the labelled 2D images once, draw the label-fraction subsets, check leakage."""
     from flows.finetune import finetune_flow
 
-    _echo(finetune_flow(profile=profile, step="cache"))
+    _echo(finetune_flow(profile=profile, step="cache", overrides=_overrides(sets, profile)))
 
 
 @finetune_app.command("eval")
-def finetune_eval(profile: Profile = None) -> None:
+def finetune_eval(profile: Profile = None, sets: Sets = None) -> None:
     """Aggregate every init's cells: bootstrap CIs, Holm-corrected comparisons, curve."""
     from flows.finetune import finetune_flow
 
-    _echo(finetune_flow(profile=profile, step="eval"))
+    _echo(finetune_flow(profile=profile, step="eval", overrides=_overrides(sets, profile)))
 
 
 @finetune_app.command("controls")
-def finetune_controls(profile: Profile = None) -> None:
+def finetune_controls(profile: Profile = None, sets: Sets = None) -> None:
     """The planted controls (positive, shortcut, random labels): pass / fail per check."""
     from flows.finetune import finetune_flow
 
-    _echo(finetune_flow(profile=profile, step="controls"))
+    _echo(finetune_flow(profile=profile, step="controls", overrides=_overrides(sets, profile)))
 
 
 @classify3d_app.command("run")
-def classify3d_run(profile: Profile = None) -> None:
+def classify3d_run(profile: Profile = None, sets: Sets = None) -> None:
     """Stratified patient CV of every ablation row and compared backbone (cached folds),
     paired tests against the base row, checkpoints + index for the xai stage."""
     from flows.classify3d import classify3d_flow
 
-    _echo(classify3d_flow(profile=profile))
+    _echo(classify3d_flow(profile=profile, overrides=_overrides(sets, profile)))
 
 
 @xai_app.command("track")
-def xai_track(profile: Profile = None) -> None:
+def xai_track(profile: Profile = None, sets: Sets = None) -> None:
     """Heatmaps of every selected checkpoint x method (cached), C-Score and correctness
     trajectories, paper 004's dissociations, tau/gamma sweeps, randomisation check, plots."""
     from flows.xai import xai_flow
 
-    _echo(xai_flow(profile=profile))
+    _echo(xai_flow(profile=profile, overrides=_overrides(sets, profile)))
 
 
 @study_app.command("run")
@@ -200,11 +234,12 @@ def study_run(
     stage: Annotated[
         list[str] | None, typer.Option("--stage", "-s", help="Run only these stages (repeatable).")
     ] = None,
+    sets: Sets = None,
 ) -> None:
     """Run the study's stages in order under one MLflow parent run (cached tasks skip)."""
     from flows.study import study_flow
 
-    _echo(study_flow(profile=profile, stages=stage or None))
+    _echo(study_flow(profile=profile, stages=stage or None, overrides=_overrides(sets, profile)))
 
 
 @study_app.command("track")
@@ -226,12 +261,12 @@ def study_track(
 
 
 @models_app.command("register")
-def models_register(profile: Profile = None) -> None:
+def models_register(profile: Profile = None, sets: Sets = None) -> None:
     """Register SSL backbones, fine-tuned 2D and 3D classifiers (aliases per framework /
     init-protocol / variant-backbone) and move `champion` on validation metrics."""
     from flows.registry import register_flow
 
-    _echo(register_flow(profile=profile))
+    _echo(register_flow(profile=profile, overrides=_overrides(sets, profile)))
 
 
 @study_app.command("summary")
@@ -257,6 +292,7 @@ def study_plan(
             "seconds (default: params plan.measured_study)."
         ),
     ] = None,
+    sets: Sets = None,
 ) -> None:
     """Scale-out plan: Prefect tasks per stage and estimated CPU/GPU-hours of a profile
     (default: full) from measured smoke costs; writes reports/plan/plan_<profile>.csv|md.
@@ -267,7 +303,8 @@ def study_plan(
     from tasks.env import study_root
 
     prof = profile or "full"
-    csv, md, _ = write_plan(study_root(), prof, Path(measured) if measured else None)
+    where = Path(measured) if measured else None
+    csv, md, _ = write_plan(study_root(), prof, where, _overrides(sets, prof))
     typer.echo(md.read_text())
     typer.echo(f"wrote {csv} and {md}")
 
@@ -292,16 +329,17 @@ def report(
         str | None,
         typer.Option("--out", "-o", help="Output folder (default: params report.out_dir)."),
     ] = None,
+    sets: Sets = None,
 ) -> None:
     """Write the self-contained HTML study report (index.html + figures/*.png) from the
     study's outputs; a stage that did not run gets a section saying so."""
     from flows.report import report_flow
 
-    _echo(report_flow(profile=profile, out=out))
+    _echo(report_flow(profile=profile, out=out, overrides=_overrides(sets, profile)))
 
 
 @app.command("doctor")
-def doctor(profile: Profile = None) -> None:
+def doctor(profile: Profile = None, sets: Sets = None) -> None:
     """Print versions, devices, where Prefect/MLflow/DVC state lives and optional backends."""
     import tasks  # noqa: F401  (embedded defaults)
     from brainxai.config import load_params
@@ -310,7 +348,9 @@ def doctor(profile: Profile = None) -> None:
 
     root = study_root()
     try:
-        params = load_params(root / "params.yaml", profile=profile)
+        params = load_params(
+            root / "params.yaml", profile=profile, overrides=_overrides(sets, profile)
+        )
     except FileNotFoundError:
         params = {}
     typer.echo(report(root, params).render())

@@ -22,14 +22,19 @@ from flows.xai import xai_flow
 
 
 @flow(name="standardize-stage", log_prints=True)
-def standardize_stage(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
+def standardize_stage(
+    profile: str | None = None, root: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Standardize every 3D session (reorient, resample, skull-strip, N4, SyN to MNI152, QC).
 
     Args:
         profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
+        overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),
+            applied after the profile and checked against the stage configs, e.g.
+            ``standardize.config.skullstrip.backend=hdbet``; empty: none.
     """
-    return standardize_flow(profile=profile, root=root)
+    return standardize_flow(profile=profile, root=root, overrides=overrides)
 
 
 @flow(name="finetune-stage", log_prints=True)
@@ -38,6 +43,7 @@ def finetune_stage(
     root: str | None = None,
     step: Literal["all", "cache", "init", "eval"] = "all",
     init: str | None = None,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Label-fraction fine-tuning: every init x protocol x fraction x seed, then statistics.
 
@@ -47,27 +53,40 @@ def finetune_stage(
         step: all (every init, then the statistics) | cache | init (one init's cells) |
             eval (aggregate every init's cells).
         init: the init of step ``init`` (one of params finetune.inits).
+        overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),
+            applied after the profile and checked against the stage configs, e.g.
+            ``finetune.tune.epochs=5``; empty: none.
     """
-    return finetune_flow(profile=profile, root=root, step=step, init=init)
+    return finetune_flow(profile=profile, root=root, step=step, init=init, overrides=overrides)
 
 
 @flow(name="pseudolabel-stage", log_prints=True)
-def pseudolabel_stage(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
+def pseudolabel_stage(
+    profile: str | None = None, root: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """3D tumour pseudo-labels: slice boxes (classical / local VLM / served VLM) -> voxel MLP.
 
     Args:
         profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
+        overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),
+            applied after the profile and checked against the stage configs, e.g.
+            ``standardize.config.skullstrip.backend=hdbet``; empty: none.
     """
-    return pseudolabel_flow(profile=profile, root=root)
+    return pseudolabel_flow(profile=profile, root=root, overrides=overrides)
 
 
 @flow(name="xai-stage", log_prints=True)
-def xai_stage(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
+def xai_stage(
+    profile: str | None = None, root: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Explanation tracking per checkpoint: heatmaps, C-Score, correctness, dissociations.
 
     Args:
         profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
+        overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),
+            applied after the profile and checked against the stage configs, e.g.
+            ``standardize.config.skullstrip.backend=hdbet``; empty: none.
     """
-    return xai_flow(profile=profile, root=root)
+    return xai_flow(profile=profile, root=root, overrides=overrides)

@@ -20,14 +20,19 @@ from tasks.tracking import flatten, stage_run
 
 
 @flow(name="difficulty", log_prints=True)
-def difficulty_flow(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
+def difficulty_flow(
+    profile: str | None = None, root: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Quick supervised baselines on the patient split: neither trivial nor hopeless?
 
     Args:
         profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
+        overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),
+            applied after the profile and checked against the stage configs, e.g.
+            ``standardize.config.skullstrip.backend=hdbet``; empty: none.
     """
-    root_path, params = study_params(profile, root)
+    root_path, params = study_params(profile, root, overrides)
     paths = StudyPaths.from_params(root_path, params)
     cfg = {**params["difficulty"], "seed": int(params["seed"])}
     with stage_run("difficulty", {"difficulty": cfg}):

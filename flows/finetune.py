@@ -293,8 +293,10 @@ class Stage:
     spec: BackboneSpec
 
     @classmethod
-    def load(cls, profile: str | None, root: str | None) -> Stage:
-        root_path, params = study_params(profile, root)
+    def load(
+        cls, profile: str | None, root: str | None, overrides: list[str] | None = None
+    ) -> Stage:
+        root_path, params = study_params(profile, root, overrides)
         return cls(
             params,
             StudyPaths.from_params(root_path, params),
@@ -614,6 +616,7 @@ def run_finetune_stage(
     root: str | None = None,
     step: str = "all",
     init: str | None = None,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """The stage's body (runs inside the Prefect flow :func:`finetune_flow`).
 
@@ -621,7 +624,7 @@ def run_finetune_stage(
     flow), ``cache`` (steps 1-3), ``init`` (one init's cells: DVC ``finetune@<init>``),
     ``eval`` (step 6), ``controls`` (the planted controls: DVC ``finetune_controls``).
     """
-    st = Stage.load(profile, root)
+    st = Stage.load(profile, root, overrides)
     torch_threads(st.cfg.torch_threads)
     if step == "init":
         if init not in all_inits(st.cfg):
@@ -672,13 +675,21 @@ def headline(ok_runs: pd.DataFrame, cfg: FinetuneConfig) -> dict[str, Any]:
 
 @flow(name="finetune", log_prints=True)
 def _finetune(
-    profile: str | None = None, root: str | None = None, step: str = "all", init: str | None = None
+    profile: str | None = None,
+    root: str | None = None,
+    step: str = "all",
+    init: str | None = None,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
-    return run_finetune_stage(profile=profile, root=root, step=step, init=init)
+    return run_finetune_stage(profile=profile, root=root, step=step, init=init, overrides=overrides)
 
 
 def finetune_flow(
-    profile: str | None = None, root: str | None = None, step: str = "all", init: str | None = None
+    profile: str | None = None,
+    root: str | None = None,
+    step: str = "all",
+    init: str | None = None,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the stage (or one ``step`` of it) as a Prefect flow with the task runner of
     ``finetune.runner``.
@@ -690,12 +701,14 @@ def finetune_flow(
             controls (the DVC stages finetune_cache, finetune@<init>, finetune_eval,
             finetune_controls).
         init: the init of step ``init`` (one of finetune.inits).
+        overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),
+            applied after the profile and checked against the stage configs.
     """
-    root_path, params = study_params(profile, root)
+    root_path, params = study_params(profile, root, overrides)
     runner = task_runner({"runner": params["finetune"].get("runner", params["runner"])})
     name = f"finetune-{step}" + (f"-{init}" if init else "")
     return _finetune.with_options(task_runner=runner, flow_run_name=name)(
-        profile=profile, root=str(root_path), step=step, init=init
+        profile=profile, root=str(root_path), step=step, init=init, overrides=overrides
     )
 
 

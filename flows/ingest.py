@@ -23,14 +23,19 @@ from tasks.tracking import stage_run
 
 
 @flow(name="ingest", log_prints=True)
-def ingest_flow(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
+def ingest_flow(
+    profile: str | None = None, root: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Ingest sources in parallel, then split by patient and write the data card.
 
     Args:
         profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
+        overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),
+            applied after the profile and checked against the stage configs, e.g.
+            ``standardize.config.skullstrip.backend=hdbet``; empty: none.
     """
-    root_path, params = study_params(profile, root)
+    root_path, params = study_params(profile, root, overrides)
     paths = StudyPaths.from_params(root_path, params)
     icfg = params["ingest"]
     out_dir = paths.interim / "ingest"

@@ -40,9 +40,16 @@ def task_runs_of(study: Path) -> list[dict[str, Any]]:
     ]
 
 
-def build_plan(root: Path, profile: str, measured_study: Path, gpu_tflops: float) -> pd.DataFrame:
-    """The plan table of ``profile`` (costs measured on ``measured_study``'s smoke run)."""
-    full = components(load_params(root / "params.yaml", profile=profile))
+def build_plan(
+    root: Path,
+    profile: str,
+    measured_study: Path,
+    gpu_tflops: float,
+    overrides: list[str] | None = None,
+) -> pd.DataFrame:
+    """The plan table of ``profile`` with ``overrides`` (``key.path=value``; costs measured
+    on ``measured_study``'s smoke run)."""
+    full = components(load_params(root / "params.yaml", profile=profile, overrides=overrides))
     smoke = components(load_params(root / "params.yaml", profile="smoke"))
     comps_all = full + smoke
     measured = measured_costs(task_runs_of(measured_study), comps_all)
@@ -93,16 +100,21 @@ def to_markdown(df: pd.DataFrame, profile: str, measured_study: Path, gpu_tflops
 
 
 def write_plan(
-    root: Path, profile: str, measured_study: Path | None = None
+    root: Path,
+    profile: str,
+    measured_study: Path | None = None,
+    overrides: list[str] | None = None,
 ) -> tuple[Path, Path, pd.DataFrame]:
     """Write ``<plan.out_dir>/plan_<profile>.csv|md``; return their paths and the table.
 
-    ``measured_study`` overrides ``plan.measured_study`` (relative paths: to ``root``).
+    ``measured_study`` overrides ``plan.measured_study`` (relative paths: to ``root``);
+    ``overrides`` (``key.path=value``, as ``--set``) apply to the planned profile.
     """
-    cfg = PlanConfig.from_dict(load_params(root / "params.yaml", profile=profile).get("plan"))
+    params = load_params(root / "params.yaml", profile=profile, overrides=overrides)
+    cfg = PlanConfig.from_dict(params.get("plan"))
     study = measured_study or root / cfg.measured_study
     gpu_tflops, out_dir = cfg.gpu_effective_tflops, root / cfg.out_dir
-    df = build_plan(root, profile, study, gpu_tflops)
+    df = build_plan(root, profile, study, gpu_tflops, overrides)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv, md = out_dir / f"plan_{profile}.csv", out_dir / f"plan_{profile}.md"
     to_csv_atomic(df, csv, index=False)

@@ -82,6 +82,7 @@ def pretrain_flow(
     root: str | None = None,
     frameworks: list[str] | None = None,
     log_model: bool = True,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Decode the cache once, check leakage, pretrain each framework in turn.
 
@@ -91,8 +92,11 @@ def pretrain_flow(
         frameworks: only these SSL frameworks (simclr, byol, dino, mocov3, supervised);
             null: every one in params.pretrain.frameworks; [] only builds the image cache.
         log_model: log each backbone to MLflow as a model with its signature.
+        overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),
+            applied after the profile and checked against the stage configs, e.g.
+            ``standardize.config.skullstrip.backend=hdbet``; empty: none.
     """
-    root_path, params = study_params(profile, root)
+    root_path, params = study_params(profile, root, overrides)
     paths = StudyPaths.from_params(root_path, params)
     pcfg = params["pretrain"]
     chosen = list(pcfg["frameworks"] if frameworks is None else frameworks)

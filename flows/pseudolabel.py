@@ -133,9 +133,11 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def run_pseudolabel(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
+def run_pseudolabel(
+    profile: str | None = None, root: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Body of the stage (inside a flow whose task runner comes from params)."""
-    root_path, params = study_params(profile, root)
+    root_path, params = study_params(profile, root, overrides)
     paths = StudyPaths.from_params(root_path, params)
     pcfg = params["pseudolabel"]
     conf = PseudolabelConfig.from_dict(pcfg["config"])
@@ -229,15 +231,21 @@ def run_pseudolabel(profile: str | None = None, root: str | None = None) -> dict
 
 
 @flow(name="pseudolabel", log_prints=True)
-def _pseudolabel(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
-    return run_pseudolabel(profile=profile, root=root)
+def _pseudolabel(
+    profile: str | None = None, root: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
+    return run_pseudolabel(profile=profile, root=root, overrides=overrides)
 
 
-def pseudolabel_flow(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
+def pseudolabel_flow(
+    profile: str | None = None, root: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Run the stage as a Prefect flow with the task runner of ``pseudolabel.runner``."""
-    root_path, params = study_params(profile, root)
+    root_path, params = study_params(profile, root, overrides)
     runner = task_runner({"runner": params["pseudolabel"]["runner"]})
-    return _pseudolabel.with_options(task_runner=runner)(profile=profile, root=str(root_path))
+    return _pseudolabel.with_options(task_runner=runner)(
+        profile=profile, root=str(root_path), overrides=overrides
+    )
 
 
 if __name__ == "__main__":

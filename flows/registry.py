@@ -65,14 +65,19 @@ def _index(path: Path, notes: list[str]) -> pd.DataFrame:
 
 
 @flow(name="register", log_prints=True)
-def register_flow(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
+def register_flow(
+    profile: str | None = None, root: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Register every task's models and move the ``champion`` aliases.
 
     Args:
         profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
+        overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),
+            applied after the profile and checked against the stage configs, e.g.
+            ``standardize.config.skullstrip.backend=hdbet``; empty: none.
     """
-    root_path, params = study_params(profile, root)
+    root_path, params = study_params(profile, root, overrides)
     paths = StudyPaths.from_params(root_path, params)
     cfg = RegistryConfig.from_dict(params["registry"])
     logger = get_run_logger()

@@ -22,7 +22,10 @@ from tasks.tracking import stage_run
 
 @flow(name="report", log_prints=True)
 def report_flow(
-    profile: str | None = None, root: str | None = None, out: str | None = None
+    profile: str | None = None,
+    root: str | None = None,
+    out: str | None = None,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Build the report from the study at ``root`` (cached on its inputs' content).
 
@@ -30,8 +33,11 @@ def report_flow(
         profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
         out: output folder of index.html and figures/; empty: params report.out_dir.
+        overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),
+            applied after the profile and checked against the stage configs, e.g.
+            ``standardize.config.skullstrip.backend=hdbet``; empty: none.
     """
-    root_path, params = study_params(profile, root)
+    root_path, params = study_params(profile, root, overrides)
     params = report_params(params)
     logger = get_run_logger()
     with stage_run("report", params):

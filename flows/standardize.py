@@ -64,9 +64,11 @@ def _qc_row(sess: dict[str, Any], res: dict[str, Any], paths: StudyPaths) -> dic
     return row
 
 
-def run_standardize(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
+def run_standardize(
+    profile: str | None = None, root: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Body of the stage (inside a flow whose task runner comes from params)."""
-    root_path, params = study_params(profile, root)
+    root_path, params = study_params(profile, root, overrides)
     paths = StudyPaths.from_params(root_path, params)
     scfg = params["standardize"]
     conf = StandardizeConfig.from_dict(scfg["config"])
@@ -163,15 +165,21 @@ def run_standardize(profile: str | None = None, root: str | None = None) -> dict
 
 
 @flow(name="standardize", log_prints=True)
-def _standardize(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
-    return run_standardize(profile=profile, root=root)
+def _standardize(
+    profile: str | None = None, root: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
+    return run_standardize(profile=profile, root=root, overrides=overrides)
 
 
-def standardize_flow(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
+def standardize_flow(
+    profile: str | None = None, root: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Run the stage as a Prefect flow with the task runner of ``standardize.runner``."""
-    root_path, params = study_params(profile, root)
+    root_path, params = study_params(profile, root, overrides)
     runner = task_runner({"runner": params["standardize"]["runner"]})
-    return _standardize.with_options(task_runner=runner)(profile=profile, root=str(root_path))
+    return _standardize.with_options(task_runner=runner)(
+        profile=profile, root=str(root_path), overrides=overrides
+    )
 
 
 __all__ = ["NEW_COLUMNS", "standardize_flow"]

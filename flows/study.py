@@ -28,7 +28,7 @@ from flows.report import report_flow
 from flows.standardize import standardize_flow
 from flows.synth import synth_flow
 from flows.xai import xai_flow
-from tasks.env import study_root
+from tasks.env import study_params, study_root
 from tasks.tracking import study_run
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
@@ -48,7 +48,10 @@ STAGES: dict[str, Callable[..., dict[str, Any]]] = {
 
 @flow(name="study", log_prints=True)
 def study_flow(
-    profile: str | None = None, root: str | None = None, stages: list[str] | None = None
+    profile: str | None = None,
+    root: str | None = None,
+    stages: list[str] | None = None,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the chosen stages (default: all) in order; return each stage's summary.
 
@@ -57,17 +60,21 @@ def study_flow(
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
         stages: only these stages, in pipeline order (synth, ingest, standardize, difficulty,
             pretrain, finetune, pseudolabel, classify3d, xai, ...); empty: all of them.
+        overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),
+            applied after the profile and checked against the stage configs, e.g.
+            ``standardize.config.skullstrip.backend=hdbet``; empty: none.
     """
     root = str(Path(root) if root else study_root())
     chosen = stages or list(STAGES)
     unknown = [s for s in chosen if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
+    study_params(profile, root, overrides)  # a bad override fails before any stage runs
     results: dict[str, Any] = {}
     with study_run(profile, Path(root), entry="prefect"):  # the parent of every stage run
         for name in chosen:
             t0 = time.perf_counter()
-            results[name] = STAGES[name](profile=profile, root=root)
+            results[name] = STAGES[name](profile=profile, root=root, overrides=overrides)
             mlflow.log_metric(f"study.{name}.seconds", time.perf_counter() - t0)
     return results
 

@@ -44,14 +44,19 @@ def prune_stale(directory: Path, keep: set[Path]) -> list[Path]:
 
 
 @flow(name="synth", log_prints=True)
-def synth_flow(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
+def synth_flow(
+    profile: str | None = None, root: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Generate both exports, sharded over subjects, cached per shard.
 
     Args:
         profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
+        overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),
+            applied after the profile and checked against the stage configs, e.g.
+            ``standardize.config.skullstrip.backend=hdbet``; empty: none.
     """
-    root_path, params = study_params(profile, root)
+    root_path, params = study_params(profile, root, overrides)
     paths = StudyPaths.from_params(root_path, params)
     cfg, seed = params["synth"], int(params["seed"])
     shard_size = int(params["runner"]["shard_size"])

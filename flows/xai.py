@@ -281,10 +281,12 @@ def _write(df: pd.DataFrame, path: Path, parquet: bool = False) -> None:
         to_parquet_atomic(df, path.with_suffix(".parquet"), index=False)
 
 
-def run_xai(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
+def run_xai(
+    profile: str | None = None, root: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Body of the stage (inside a flow whose task runner comes from ``xai.runner``)."""
     t0 = time.perf_counter()
-    root_path, params = study_params(profile, root)
+    root_path, params = study_params(profile, root, overrides)
     root_path = root_path.resolve()
     paths = StudyPaths.from_params(root_path, params)
     xparams = {k: v for k, v in params["xai"].items() if k != "runner"}
@@ -434,15 +436,21 @@ def run_xai(profile: str | None = None, root: str | None = None) -> dict[str, An
 
 
 @flow(name="xai", log_prints=True)
-def _xai(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
-    return run_xai(profile=profile, root=root)
+def _xai(
+    profile: str | None = None, root: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
+    return run_xai(profile=profile, root=root, overrides=overrides)
 
 
-def xai_flow(profile: str | None = None, root: str | None = None) -> dict[str, Any]:
+def xai_flow(
+    profile: str | None = None, root: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Run the stage as a Prefect flow with the task runner of ``xai.runner``."""
-    root_path, params = study_params(profile, root)
+    root_path, params = study_params(profile, root, overrides)
     runner = task_runner({"runner": params["xai"].get("runner", params["runner"])})
-    return _xai.with_options(task_runner=runner)(profile=profile, root=str(root_path))
+    return _xai.with_options(task_runner=runner)(
+        profile=profile, root=str(root_path), overrides=overrides
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Prefect's ephemeral API and result store under ``.prefect/``, MLflow on sqlite
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,15 @@ def study_root() -> Path:
         return Path.cwd().resolve()
 
 
-def study_params(profile: str | None, root: str | None) -> tuple[Path, dict[str, Any]]:
-    """A stage flow's study root (``root``, else :func:`study_root`) and its resolved params;
-    also applies the ``progress`` section (:mod:`tasks.progress`)."""
+def study_params(
+    profile: str | None, root: str | None, overrides: Sequence[str] | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """A stage flow's study root (``root``, else :func:`study_root`) and its resolved params:
+    the profile, then params.yaml's ``overrides``, then ``overrides`` (``key.path=value``
+    strings, a flow's ``overrides`` parameter / the CLI's ``--set``), each checked against
+    the typed stage configs. Also applies the ``progress`` section (:mod:`tasks.progress`)."""
     root_path = Path(root) if root else study_root()
-    params = load_params(root_path / "params.yaml", profile=profile)
+    params = load_params(root_path / "params.yaml", profile=profile, overrides=overrides)
     configure_progress(params.get("progress"))
     return root_path, params
 

@@ -82,7 +82,7 @@ def test_pool_declarations_are_checked(config):
 
 def _expected_properties(name: str) -> dict[str, str]:
     """Deployment -> {parameter: JSON type of its non-null branch}."""
-    props = {"profile": "string", "root": "string"}
+    props = {"profile": "string", "root": "string", "overrides": "array"}
     extra = {
         "study": {"stages": "array"},
         "study-full": {"stages": "array"},

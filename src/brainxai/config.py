@@ -3,9 +3,10 @@
 ``params.yaml`` has shared top-level keys (``seed``, ``paths``…), the name of the
 active ``profile`` and a ``profiles`` mapping (``smoke`` for CPU/CI minutes,
 ``full`` for paper scale on GPU). :func:`load_params` returns the shared keys
-deep-merged with the chosen profile's section, so a stage reads one flat mapping
-such as ``params["synth"]``. Every knob lives in the file; code holds no study
-constants.
+deep-merged with the chosen profile's section, then the file's ``overrides`` mapping,
+then the caller's overrides (``--set``; :mod:`brainxai.overrides`), so a stage reads
+one flat mapping such as ``params["synth"]`` and an explicit override always wins over
+the profile. Every knob lives in the file; code holds no study constants.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
@@ -26,6 +27,8 @@ T = TypeVar("T")
 PARAMS_FILE = "params.yaml"
 ROOT_ENV = "BRAINXAI_ROOT"
 PROFILE_ENV = "BRAINXAI_PROFILE"
+#: The params.yaml mapping merged after the profile (see :mod:`brainxai.overrides`).
+OVERRIDES_KEY = "overrides"
 
 
 def project_root(start: str | Path | None = None) -> Path:
@@ -56,12 +59,17 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
 def load_params(
     path: str | Path | None = None,
     profile: str | None = None,
-    overrides: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Resolve ``params.yaml`` for one profile.
 
     Profile precedence: argument, then ``$BRAINXAI_PROFILE``, then the file's
-    ``profile`` key. ``overrides`` (nested mapping) is merged last.
+    ``profile`` key. Then the file's ``overrides`` mapping (what ``dvc exp run -S
+    '++overrides.<key>=<value>'`` sets) and last ``overrides`` (a nested mapping or
+    ``key.path=value`` strings, as ``--set`` gives them) are merged on top, each checked
+    against the resolved params and the typed stage configs
+    (:func:`brainxai.overrides.apply_overrides`: an unknown key or a wrong type raises
+    :class:`~brainxai.overrides.OverrideError` naming the valid keys).
     """
     path = Path(path) if path else project_root() / PARAMS_FILE
     raw = yaml.safe_load(path.read_text()) or {}
@@ -71,11 +79,18 @@ def load_params(
         raise ValueError(f"{path}: no profile chosen and no 'profile' key")
     if name not in profiles:
         raise KeyError(f"{path}: unknown profile {name!r}; known: {sorted(profiles)}")
-    shared = {k: v for k, v in raw.items() if k not in ("profiles", "profile")}
+    shared = {k: v for k, v in raw.items() if k not in ("profiles", "profile", OVERRIDES_KEY)}
     params = deep_merge(shared, profiles[name])
     params["profile"] = name
-    if overrides:
-        params = deep_merge(params, overrides)
+    from brainxai.overrides import apply_overrides, as_mapping, file_overrides, leaves
+
+    layers = [
+        (f"{path.name} {OVERRIDES_KEY}", file_overrides(raw.get(OVERRIDES_KEY), path)),
+        ("override", as_mapping(overrides)),
+    ]
+    for origin, layer in layers:
+        if leaves(layer):
+            params = apply_overrides(params, layer, origin)
     return params
 
 
