@@ -250,7 +250,8 @@ def study_track(
     profile: Profile = None,
 ) -> None:
     """Run a command (`brainxai study track -- dvc repro`) under one MLflow study run: every
-    stage process nests under it; FINISHED/FAILED from the command's exit code."""
+    stage process nests under it; FINISHED/FAILED from the command's exit code. No --set:
+    DVC reads params.yaml, so override with `dvc exp run -S '++overrides.key.path=value'`."""
     import tasks  # noqa: F401  (embedded defaults)
     from tasks.env import study_root
     from tasks.tracking import track_command
