@@ -273,7 +273,8 @@ def classify3d_flow(
                 )
 
         preds = pd.concat(all_preds, ignore_index=True)
-        summary = run_summary(preds, class_names)
+        summary = run_summary(preds, class_names, cfg.stats.n_bootstrap, cfg.cv.seed,
+                              cfg.stats.alpha)  # fmt: skip
         ablation_runs = [f"{v}/{cfg.ablation_backbone}" for v, b in runs
                          if b == cfg.ablation_backbone]  # fmt: skip
         base_run = f"{cfg.base_variant}/{cfg.ablation_backbone}"
@@ -326,6 +327,9 @@ def classify3d_flow(
                     "pooled_confusion": s["pooled"]["confusion"],
                     "pooled_per_class": s["pooled"]["per_class"],
                     "holdout_ensemble_macro_f1": s.get("holdout_ensemble", {}).get("macro_f1"),
+                    "pooled_macro_f1_ci": s.get("pooled_macro_f1_ci"),
+                    "chance_macro_f1": s.get("chance_macro_f1"),
+                    "above_chance": s.get("above_chance"),
                     "best_epochs": [int(x["best_epoch"]) for x in fold_results[r]],
                     "seconds": float(sum(x["seconds"] for x in fold_results[r])),
                     "train_volumes_per_s": float(

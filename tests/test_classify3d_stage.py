@@ -109,3 +109,19 @@ def test_ablation_against_the_base_matches_hand_computed_numbers():
     summary = run_summary(preds, ["a", "b"])
     assert summary["full/densenet"]["mean"]["accuracy"] == 1.0
     assert summary["base/densenet"]["pooled"]["confusion"] == [[3, 3], [3, 3]]
+
+
+def test_pooled_ci_and_chance_by_construction():
+    """A perfect run's pooled macro F1 is 1 in every replicate (CI [1, 1], above chance
+    1/2); the coin-flip base (F1 0.5 = chance) cannot have its CI's lower bound above it."""
+    folds = [0, 1] * 6
+    base = _preds("base/densenet", [True] * 6 + [False] * 6, folds)
+    good = _preds("full/densenet", [True] * 12, folds)
+    summary = run_summary(pd.concat([base, good], ignore_index=True), ["a", "b"], n_boot=400)
+    full, b = summary["full/densenet"], summary["base/densenet"]
+    assert full["pooled_macro_f1_ci"]["low"] == full["pooled_macro_f1_ci"]["high"] == 1.0
+    assert full["chance_macro_f1"] == 0.5 and full["above_chance"]
+    assert b["pooled_macro_f1_ci"]["point"] == pytest.approx(0.5)
+    assert b["pooled_macro_f1_ci"]["low"] < 0.5 < b["pooled_macro_f1_ci"]["high"]
+    assert not b["above_chance"]
+    assert "pooled_macro_f1_ci" not in run_summary(base, ["a", "b"])["base/densenet"]

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from brainxai.classify3d.config import ROW_SYMBOLS, TRUE_MASK, VariantConfig
+from brainxai.evaluation.bootstrap import patient_bootstrap
 from brainxai.evaluation.metrics import SCALAR_METRICS, classification_metrics
 from brainxai.evaluation.significance import holm, mcnemar, paired_bootstrap, wilcoxon_seeds
 
@@ -56,8 +57,16 @@ def fold_metrics(preds: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFram
     return pd.DataFrame(out)
 
 
-def run_summary(preds: pd.DataFrame, class_names: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per run: mean ± sd over folds, pooled out-of-fold metrics, held-out ensemble."""
+def run_summary(
+    preds: pd.DataFrame,
+    class_names: Sequence[str],
+    n_boot: int = 0,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, dict[str, Any]]:
+    """Per run: mean ± sd over folds, pooled out-of-fold metrics, held-out ensemble; with
+    ``n_boot`` > 0 also the patient-bootstrap CI of the pooled out-of-fold macro F1 beside
+    the chance level ``1 / K`` and ``above_chance`` (the CI's lower bound above it)."""
     per_fold = fold_metrics(preds, class_names)
     out: dict[str, dict[str, Any]] = {}
     for run, folds in per_fold.groupby("run", sort=True):
@@ -74,6 +83,14 @@ def run_summary(preds: pd.DataFrame, class_names: Sequence[str]) -> dict[str, di
                    for k in SCALAR_METRICS},
             "pooled": classification_metrics(y, p, class_names),
         }  # fmt: skip
+        if n_boot > 0:
+            ci = patient_bootstrap(y, p, cv["subject"].to_numpy(), "macro_f1", n_boot, seed,
+                                   alpha)  # fmt: skip
+            chance = 1.0 / len(class_names)
+            entry["pooled_macro_f1_ci"] = {"point": ci.point, "low": ci.low, "high": ci.high,
+                                           "alpha": alpha, "n_boot": n_boot}  # fmt: skip
+            entry["chance_macro_f1"] = chance
+            entry["above_chance"] = bool(np.isfinite(ci.low) and ci.low > chance)
         hold = rows[rows["set"] == "holdout"]
         if len(hold):
             mean_p = hold.groupby("subject").agg(
