@@ -301,7 +301,9 @@ class Stage:
             params,
             StudyPaths.from_params(root_path, params),
             FinetuneConfig.from_dict(params["finetune"]),
-            BackboneSpec.from_pretrain(params["pretrain"]["train"]),
+            BackboneSpec.from_pretrain(
+                params["pretrain"]["train"], params["finetune"].get("image_size", 0)
+            ),
         )
 
     @property
@@ -561,7 +563,7 @@ def evaluate(st: Stage) -> dict[str, Any]:
             "predictions_sha256": _frame_sha(preds),
             "baseline_init": cfg.baseline_init, "metric": cfg.compare_metric,
             "n_boot": cfg.n_boot, "seed": int(st.params["seed"]), "out_dir": str(st.reports),
-            "ece_bins": cfg.ece_bins, **_effective_call(st),
+            "ece_bins": cfg.ece_bins, "power": cfg.mde_power, **_effective_call(st),
         }], root=st.paths.root)  # fmt: skip
         curve = label_efficiency_table(pd.read_csv(agg["summary"]))
         to_csv_atomic(curve, st.reports / CURVE_FILE, index=False)

@@ -223,6 +223,7 @@ def finetune_aggregate(
     ece_bins: int = 15,
     effective_path: str = "",
     effective_sha256: str = "",
+    power: float = 0.8,
 ) -> dict[str, Any]:
     """Summary (mean ± sd, patient-bootstrap CI), paired comparisons with Holm correction,
     the label-efficiency plot and the Markdown table, from the successful runs' predictions.
@@ -234,7 +235,7 @@ def finetune_aggregate(
     summary = summarise(preds, CLASS_NAMES, n_boot=n_boot, seed=seed, n_bins=ece_bins)
     comparisons = compare(
         preds, CLASS_NAMES, baseline_init=baseline_init, metric=metric, n_boot=n_boot,
-        seed=seed, n_bins=ece_bins,
+        seed=seed, n_bins=ece_bins, power=power,
     )  # fmt: skip
     if effective_path:
         effective = effective_by_fraction(pd.read_csv(effective_path))

@@ -100,6 +100,22 @@ def test_compare_values_by_hand():
     assert row["p_bootstrap"] == pytest.approx(2 / 1001)
     assert row["p_bootstrap_holm"] == pytest.approx(4 / 1001)
     assert row["significant"] and row["holm_family_size"] == 2
+    # no variation over resamples: se 0, so any difference is detectable (mde 0)
+    assert row["se_diff"] == pytest.approx(0.0) and row["mde"] == pytest.approx(0.0)
+
+
+def test_mde_is_the_normal_power_formula():
+    """(z_{1-a/2} + z_power) · se: at a = 0.05, power 0.8 the factor is 1.95996 + 0.84162
+    = 2.80158; a Holm family of 4 uses a = 0.0125 (z 2.49771): factor 3.33933."""
+    from brainxai.evaluation.aggregate import mde
+
+    assert mde(0.1, 0.05, 0.8) == pytest.approx(0.280158, abs=1e-6)
+    assert mde([0.1, 0.2], 0.05 / 4, 0.8) == pytest.approx([0.333933, 0.667866], abs=1e-6)
+    # compare(): mde per row = formula(se_diff, alpha / family size, power)
+    c = compare(hand_table(fractions=(0.1, 1.0)), NAMES, metric="accuracy", n_boot=200,
+                power=0.9)  # fmt: skip
+    expect = mde(c["se_diff"], 0.05 / c["holm_family_size"], 0.9)
+    assert c["mde"].to_numpy() == pytest.approx(expect) and (c["power"] == 0.9).all()
 
 
 def test_compare_without_baseline_gives_an_empty_table_with_header():

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from brainxai.evaluation.bootstrap import (
     patient_codes,
@@ -43,8 +44,9 @@ REQUIRED = ["run", *CONDITION, "seed", "record_id", "subject", "y_true", "y_pred
 COMPARE_COLUMNS = [
     *CONDITION, "metric", "baseline", "mean", "baseline_mean", "diff", "ci_low", "ci_high",
     "p_bootstrap", "p_mcnemar", "mcnemar_b", "mcnemar_c", "p_wilcoxon", "wilcoxon_min_p",
-    "n_seeds", "n_paired_seeds", "n_patients", "n_boot", "alpha",
+    "n_seeds", "n_paired_seeds", "n_patients", "n_boot", "alpha", "se_diff",
     "p_bootstrap_holm", "p_mcnemar_holm", "p_wilcoxon_holm", "significant", "holm_family_size",
+    "mde", "power",
 ]  # fmt: skip
 DEFAULT_METRICS = ("macro_f1", "balanced_accuracy", "accuracy", "macro_auroc", "ece")
 
@@ -190,8 +192,15 @@ def compare(
     alpha: float = 0.05,
     holm_by: Sequence[str] = (),
     n_bins: int = 15,
+    power: float = 0.8,
 ) -> pd.DataFrame:
     """Every non-baseline init vs ``baseline_init`` at each (protocol, fraction).
+
+    Power: ``se_diff`` is the sd of the paired bootstrap differences and ``mde`` the
+    minimal detectable difference of the comparison, ``(z_{1-a'/2} + z_power) · se_diff``
+    with ``a' = alpha / m`` for a Holm family of ``m`` tests (Holm's first step, a
+    Bonferroni bound): a true difference smaller than ``mde`` is found with probability
+    below ``power``, so "no difference detected" means "none larger than ``mde``".
 
     Columns: ``diff`` (mean over seeds of a − mean over seeds of baseline), ``ci_low``,
     ``ci_high`` and ``p_bootstrap`` (paired patient bootstrap of the seed-averaged
@@ -223,6 +232,7 @@ def compare(
             )
             diffs = values_a.mean(axis=0) - values_b.mean(axis=0)
             ci = percentile_ci(float(point_a.mean() - point_b.mean()), diffs, alpha)
+            finite = diffs[np.isfinite(diffs)]
             shared = np.intersect1d(cond.seeds, base.seeds)
             ia = np.searchsorted(cond.seeds, shared)
             ib = np.searchsorted(base.seeds, shared)
@@ -259,6 +269,7 @@ def compare(
                     "n_patients": int(codes.max()) + 1,
                     "n_boot": n_boot,
                     "alpha": alpha,
+                    "se_diff": float(finite.std(ddof=1)) if finite.size > 1 else float("nan"),
                 }
             )
     out = pd.DataFrame(rows)
@@ -274,6 +285,8 @@ def compare(
     out["holm_family_size"] = 0
     for idx in groups:
         out.loc[idx, "holm_family_size"] = len(idx)
+    out["mde"] = mde(out["se_diff"].to_numpy(float), alpha / out["holm_family_size"], power)
+    out["power"] = power
     family = max(len(idx) for idx in groups)
     if family * bootstrap_p_floor(n_boot) >= alpha:
         warnings.warn(
@@ -282,6 +295,13 @@ def compare(
             stacklevel=2,
         )
     return out
+
+
+def mde(se: Any, alpha: Any, power: float) -> np.ndarray:
+    """Minimal detectable difference of a two-sided level-``alpha`` test with standard error
+    ``se`` at ``power``: ``(z_{1-alpha/2} + z_power) · se`` (normal approximation)."""
+    se, alpha = np.asarray(se, dtype=float), np.asarray(alpha, dtype=float)
+    return (norm.ppf(1 - alpha / 2) + norm.ppf(power)) * se
 
 
 def bootstrap_p_floor(n_boot: int) -> float:

@@ -222,6 +222,8 @@ class FinetuneConfig:
     reports_dir: str = "reports/finetune"
     #: Bootstrap resamples (patient level) of the aggregate CIs and paired tests.
     n_boot: int = 1000
+    #: Power at which each comparison's minimal detectable difference is reported.
+    mde_power: float = 0.8
     ece_bins: int = 15
     #: Exit non-zero when any run failed (after every other run finished and was reported).
     fail_on_error: bool = True
