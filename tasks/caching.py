@@ -40,6 +40,7 @@ import importlib.util
 import inspect
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -121,6 +122,12 @@ def module_file(name: str) -> Path | None:
     return None
 
 
+#: ``ast.parse`` from several threads at once can fail in CPython 3.11 ("SystemError: AST
+#: constructor recursion depth mismatch", seen when task runner threads computed cache keys
+#: together): parses are serialised (each file is parsed once per process anyway).
+_PARSE_LOCK = threading.Lock()
+
+
 @cache
 def _imported(name: str, path: Path, packages: tuple[str, ...]) -> set[str]:
     """Absolute names of the modules of ``packages`` that ``name`` (source ``path``)
@@ -128,7 +135,9 @@ def _imported(name: str, path: Path, packages: tuple[str, ...]) -> set[str]:
     ``b`` is a module; relative imports are resolved against ``name``'s package."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+    with _PARSE_LOCK:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.split(".")[0] in packages)
         elif isinstance(node, ast.ImportFrom):
