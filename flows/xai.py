@@ -395,6 +395,10 @@ def run_xai(
                 rep["images_per_checkpoint"] = max(
                     (r["n_images"] for r in ok if r["family"] == name), default=0
                 )
+                grids = {tuple(r["cam_grid"]) for r in ok if r["family"] == name
+                         and r.get("cam_grid")}  # fmt: skip
+                # the coarsest grid any explained checkpoint of the family had (CAM methods)
+                rep["cam_grid"] = list(min(grids, key=np.prod)) if grids else None
                 rep["unknown_label_images"] = max(
                     (r["n_unknown_label"] for r in ok if r["family"] == name), default=0
                 )

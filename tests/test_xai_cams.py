@@ -450,3 +450,19 @@ def test_explain_checkpoint_writes_one_file_per_method(tmp_path):
     assert rec.epoch == 7 and np.array_equal(rec.targets, y) and rec.maps.shape == (4, 8, 8)
     direct = compute_heatmaps(model, x, "gradcam", y, CamConfig(layers=("features.0",))).maps
     assert np.allclose(rec.maps.astype(np.float32), direct, atol=1e-3)
+
+
+def test_cam_grid_is_the_target_layers_spatial_size():
+    """ResNet-18 (stride 16 at layer3, 32 at layer4): 128 px -> 8 x 8 / 4 x 4; a 64³
+    MONAI DenseNet's denseblock3 (stride 16) is 4³."""
+    from monai.networks.nets import DenseNet
+
+    from brainxai.finetune.model import build_classifier
+
+    net = build_classifier("resnet18-w8", 3, 0.449, 0.226, backbone_seed=0)
+    x = torch.rand(2, 1, 128, 128)
+    assert Explainer(net, CamConfig(layers=("layer3",))).grid(x) == (8, 8)
+    assert Explainer(net, CamConfig()).grid(x) == (4, 4)
+    d3 = DenseNet(3, 1, 4, init_features=8, growth_rate=4, block_config=(1, 1, 1, 1))
+    cfg = CamConfig(layers=("features.denseblock3",))
+    assert Explainer(d3, cfg).grid(torch.rand(1, 1, 64, 64, 64)) == (4, 4, 4)

@@ -382,6 +382,20 @@ class Explainer:
         names = self.config.multiscale_layers if multi else self.config.layers
         return tuple(target_layer_names(self.model, multiscale=multi, names=names or None))
 
+    def grid(self, images: Any) -> tuple[int, ...]:
+        """Spatial shape of the deep CAM layer's activation for ``images``: the grid a CAM
+        resolves before it is upsampled to the input (a 2 x 2 grid can only name a
+        quadrant; paper 004 fixes the layer, this says what it resolves)."""
+        layer = target_layers(self.model, names=self.config.layers or None)[0]
+        seen: list[tuple[int, ...]] = []
+        hook = layer.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[2:])))
+        try:
+            with torch.no_grad():
+                self.model(_as_batch(images)[:1].to(self.device))
+        finally:
+            hook.remove()
+        return seen[0]
+
     def _cam(self, method: str) -> Any:
         if method not in self._cams:
             multi = method == "ms-gradcam++"

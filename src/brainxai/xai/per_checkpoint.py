@@ -81,8 +81,11 @@ def explain_methods(
         epoch=int(epoch),
         explain=explain,
     )
+    with Explainer(model, cam, dev) as ex:
+        grid = list(ex.grid(x[:1]))
     return {
         "heatmaps": {m: str(p) for m, p in paths.items()},
+        "cam_grid": grid,
         "n_images": len(rows),
         "n_unknown_label": n_unknown,
         "shape": list(x.shape[2:]),
