@@ -103,8 +103,8 @@ def _plan(
     evalsets: dict[str, Any] = {}
     selected = []
     quarantine: list[dict[str, Any]] = []
-    cam_cfg = cfg.cam.to_dict()
     for name, fam in cfg.families.items():
+        cam_cfg = fam.cam_config(cfg.cam).to_dict()
         missing = [p for p in (fam.index, fam.data) if not (root / p).exists()]
         if missing:
             report[name] = {"status": "skipped", "reason": f"not found: {', '.join(missing)}"}

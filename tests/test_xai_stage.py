@@ -192,6 +192,20 @@ def test_xai_config_rejects_unknown_keys_and_methods():
         XaiConfig.from_dict({"families": {}, "methods": ["gradcam"], "cam": {"batch": 2}})
 
 
+def test_a_family_overrides_the_shared_cam_layers_only():
+    fam = {"index": "i", "kind": "3d", "data": "d"}
+    cfg = XaiConfig.from_dict({
+        "methods": ["gradcam"], "cam": {"layers": ["layer3"], "batch_size": 7},
+        "families": {"f2": fam | {"kind": "2d"},
+                     "f3": fam | {"cam": {"layers": ["features.denseblock3"]}}},
+    })  # fmt: skip
+    f2, f3 = (cfg.families[k].cam_config(cfg.cam) for k in ("f2", "f3"))
+    assert f2.layers == ("layer3",) and f3.layers == ("features.denseblock3",)
+    assert f2.batch_size == f3.batch_size == 7
+    with pytest.raises(ValueError, match="unknown CamConfig keys"):
+        XaiConfig.from_dict({"methods": ["gradcam"], "families": {"f": fam | {"cam": {"x": 1}}}})
+
+
 def test_masks_follow_the_image_geometry(tmp_path):
     """Image = mask * 200 on a non-square canvas: after the cache's square-pad + resize and
     the stage's resize, the bright pixels and the stage's mask coincide."""

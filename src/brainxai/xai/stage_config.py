@@ -103,17 +103,26 @@ class FamilyConfig:
     #: Evaluation images of this family (None = ``xai.max_images``).
     max_images: int | None = None
     select: dict[str, Any] = field(default_factory=dict)
+    #: Keys of ``xai.cam`` this family overrides (e.g. its target ``layers``: a 2D ResNet
+    #: and a 3D DenseNet have no layer name in common).
+    cam: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"family kind must be one of {KINDS}, got {self.kind!r}")
         SelectConfig.from_dict(self.select)  # validate early
+        CamConfig.from_dict(self.cam)  # unknown keys / bad values fail here
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FamilyConfig:
         d = dict(d)
         select = dict(d.pop("select", None) or {})
-        return replace(config_from_mapping(cls, d), select=select)
+        cam = dict(d.pop("cam", None) or {})
+        return replace(config_from_mapping(cls, d), select=select, cam=cam)
+
+    def cam_config(self, shared: CamConfig) -> CamConfig:
+        """``xai.cam`` with this family's overrides."""
+        return CamConfig.from_dict({**shared.to_dict(), **self.cam})
 
 
 @dataclass(frozen=True)
