@@ -161,6 +161,34 @@ def test_stage_outputs_arrive_by_rename_never_written_in_place(cohort, tmp_path,
                                              if is_temp(p))  # fmt: skip
 
 
+@pytest.mark.slow  # 430 s on 2 loaded cores: two standardize runs of four sessions
+@pytest.mark.skipif(not fswatch.available(), reason="inotify: Linux only")
+def test_standardize_outputs_arrive_by_rename_never_written_in_place(cohort, tmp_path, monkeypatch):
+    """The same for standardize: NIfTI volumes, masks, transforms, QC images and tables."""
+    from flows.ingest import ingest_flow
+    from flows.standardize import standardize_flow
+
+    root = _copy(cohort, tmp_path / "std")
+    monkeypatch.setenv("BRAINXAI_ROOT", str(root))
+    ingest_flow(root=str(root))
+    before = {p for p in root.rglob("*") if p.is_file()}
+    standardize_flow(root=str(root))
+    written = {p for p in root.rglob("*") if p.is_file()} - before
+    written |= {root / "reports/metrics/standardize.json"}
+    assert sum(p.name.endswith(".nii.gz") for p in written) >= 4 * 4, "4 sessions x 4 sequences"
+    for p in written:
+        p.unlink()
+
+    with fswatch.Watch(root) as watch:
+        standardize_flow(root=str(root))
+    final = {p for p in root.rglob("*") if p.is_file()} - before
+    assert final == written and not watch.overflow
+    in_place = sorted(str(p) for p, ev in watch.events.items() if "write" in ev and not is_temp(p))
+    assert in_place == []
+    unknown = sorted(str(p) for p in final if watch.events.get(p, [None])[-1] != "rename")
+    assert unknown == []
+
+
 # --- item 8: a cohort too small for its splits ----------------------------------------
 
 
