@@ -12,6 +12,13 @@ protocols × fractions for the metric), the conservative choice for a paper's cl
 helps at low label fractions"; ``holm_by=("protocol",)`` makes one family per protocol.
 A bootstrap p is at least ``2/(n_boot+1)``, so Holm over ``m`` tests needs
 ``n_boot ≥ 2m/α`` to reject anything; ``compare`` warns when it cannot.
+
+Degenerate results (issue 15.5): a condition is *at chance* when the patient-bootstrap CI of
+its metric does not lie above the metric's chance level (:func:`chance_level`: ``1/K`` for
+macro-F1, accuracy and balanced accuracy, 0.5 for macro AUROC; it includes the level, or lies
+below it as a constant classifier's macro-F1 does); a comparison of two conditions both at
+chance is *uninformative* (``informative`` False): whatever its p, it is no finding, and no
+table or plot marks it significant.
 """
 
 from __future__ import annotations
@@ -44,11 +51,50 @@ REQUIRED = ["run", *CONDITION, "seed", "record_id", "subject", "y_true", "y_pred
 COMPARE_COLUMNS = [
     *CONDITION, "metric", "baseline", "mean", "baseline_mean", "diff", "ci_low", "ci_high",
     "p_bootstrap", "p_mcnemar", "mcnemar_b", "mcnemar_c", "p_wilcoxon", "wilcoxon_min_p",
-    "n_seeds", "n_paired_seeds", "n_patients", "n_boot", "alpha", "se_diff",
-    "p_bootstrap_holm", "p_mcnemar_holm", "p_wilcoxon_holm", "significant", "holm_family_size",
-    "mde", "power",
+    "n_seeds", "n_paired_seeds", "n_patients", "n_boot", "alpha", "se_diff", "chance",
+    "at_chance", "baseline_at_chance", "informative", "p_bootstrap_holm", "p_mcnemar_holm",
+    "p_wilcoxon_holm", "significant", "holm_family_size", "mde", "power",
 ]  # fmt: skip
 DEFAULT_METRICS = ("macro_f1", "balanced_accuracy", "accuracy", "macro_auroc", "ece")
+#: Metrics whose chance level is ``1/K`` (a classifier guessing uniformly among K classes).
+CHANCE_ONE_OVER_K = ("macro_f1", "accuracy", "balanced_accuracy")
+#: Macro AUROC of any classifier whose scores ignore the image.
+CHANCE_AUROC = 0.5
+
+
+def chance_level(metric: str, n_classes: int) -> float:
+    """The metric's chance level: ``1/K`` (:data:`CHANCE_ONE_OVER_K`), :data:`CHANCE_AUROC`
+    for ``macro_auroc``; NaN for a metric without one (ECE)."""
+    if metric in CHANCE_ONE_OVER_K:
+        return 1.0 / n_classes
+    if metric == "macro_auroc":
+        return CHANCE_AUROC
+    return float("nan")
+
+
+def flag(value: Any, default: bool) -> bool:
+    """One boolean as ``summarise``/``compare`` write it (also read back from CSV, where a
+    column with gaps holds strings); ``default`` for a missing value."""
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return default
+    return bool(value)
+
+
+def flags(table: pd.DataFrame, column: str, default: bool) -> np.ndarray:
+    """:func:`flag` of every value of ``column``; ``default`` everywhere when it is absent."""
+    if column not in table:
+        return np.full(len(table), default)
+    return np.array([flag(v, default) for v in table[column]], dtype=bool)
+
+
+def is_at_chance(ci_low: float, chance: float) -> bool:
+    """True when a CI with lower bound ``ci_low`` does not lie above ``chance`` (an undefined
+    bound counts as at chance); never for a metric without a chance level (NaN)."""
+    if not np.isfinite(chance):
+        return False
+    return not (np.isfinite(ci_low) and ci_low > chance)
 
 
 @dataclass(frozen=True)
@@ -153,6 +199,8 @@ def summarise(
     for one seed); ``ci_low``/``ci_high`` = patient bootstrap of the seed-averaged metric
     (``bootstrap.patient_bootstrap_seeds``; one set of resampled patients per condition,
     shared by all metrics). ``n_bins``: ECE bins, as in ``classification_metrics``.
+    ``chance``: the metric's chance level (:func:`chance_level`); ``at_chance``: the CI does
+    not lie above it (:func:`is_at_chance`; the condition is uninformative for this metric).
     """
     check_predictions(predictions, len(class_names))
     k = len(class_names)
@@ -164,6 +212,7 @@ def summarise(
         for metric in metrics:
             point, values = replicate_values(cond.y_true, cond.probs, draws, codes, metric, n_bins)
             ci = percentile_ci(float(point.mean()), values.mean(axis=0), alpha)
+            chance = chance_level(metric, k)
             rows.append(
                 dict(zip(CONDITION, key, strict=True))
                 | {
@@ -177,6 +226,8 @@ def summarise(
                     "n_images": int(cond.records.size),
                     "n_boot": n_boot,
                     "alpha": alpha,
+                    "chance": chance,
+                    "at_chance": is_at_chance(ci.low, chance),
                 }
             )
     return pd.DataFrame(rows)
@@ -209,6 +260,13 @@ def compare(
     descriptive check), ``p_wilcoxon`` (per-seed metric, seeds both have; see
     ``wilcoxon_min_p``), Holm-adjusted ``*_holm`` per family (module docstring) and
     ``significant`` = ``p_bootstrap_holm < alpha``. Conditions without a baseline are skipped.
+
+    Degenerate comparisons: ``chance`` (the metric's chance level), ``at_chance`` /
+    ``baseline_at_chance`` (each condition's patient-bootstrap CI of ``metric``, on the same
+    resampled patients, does not lie above it; equal to ``summarise``'s with the same
+    ``n_boot`` and ``seed``) and ``informative`` = not both at chance. ``significant`` keeps
+    its meaning (the test); an uninformative comparison is never a finding and no table or
+    plot marks it.
     """
     check_predictions(predictions, len(class_names))
     k = len(class_names)
@@ -220,6 +278,9 @@ def compare(
         codes = patient_codes(base.subjects)
         draws = patient_draws(int(codes.max()) + 1, n_boot, seed)
         point_b, values_b = replicate_values(base.y_true, base.probs, draws, codes, metric, n_bins)
+        chance = chance_level(metric, k)
+        ci_b = percentile_ci(float(point_b.mean()), values_b.mean(axis=0), alpha)
+        base_at_chance = is_at_chance(ci_b.low, chance)
         for init in sorted(set(g["init"]) - {baseline_init}):
             cond = condition_arrays(g[g["init"] == init], k)
             if not np.array_equal(cond.records, base.records):
@@ -232,6 +293,8 @@ def compare(
             )
             diffs = values_a.mean(axis=0) - values_b.mean(axis=0)
             ci = percentile_ci(float(point_a.mean() - point_b.mean()), diffs, alpha)
+            ci_a = percentile_ci(float(point_a.mean()), values_a.mean(axis=0), alpha)
+            at_chance = is_at_chance(ci_a.low, chance)
             finite = diffs[np.isfinite(diffs)]
             shared = np.intersect1d(cond.seeds, base.seeds)
             ia = np.searchsorted(cond.seeds, shared)
@@ -270,6 +333,10 @@ def compare(
                     "n_boot": n_boot,
                     "alpha": alpha,
                     "se_diff": float(finite.std(ddof=1)) if finite.size > 1 else float("nan"),
+                    "chance": chance,
+                    "at_chance": at_chance,
+                    "baseline_at_chance": base_at_chance,
+                    "informative": not (at_chance and base_at_chance),
                 }
             )
     out = pd.DataFrame(rows)

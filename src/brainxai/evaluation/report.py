@@ -4,7 +4,9 @@ Per protocol, a method × fraction table of ``mean ± sd [CI]`` (mean and sd ove
 patient-bootstrap CI of the seed-averaged metric), then the paired comparisons against the
 baseline with raw and Holm-adjusted p-values of the three tests. Each nominal fraction is
 shown with its effective share of the training patients and images beside it when the
-tables carry them (:mod:`brainxai.evaluation.fractions`).
+tables carry them (:mod:`brainxai.evaluation.fractions`). A condition at chance (its CI does
+not lie above the chance level) says :data:`AT_CHANCE`, a comparison of two conditions at
+chance :data:`BOTH_AT_CHANCE`, and never carries the significance mark (issue 15.5).
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from brainxai.evaluation.aggregate import flag, flags
 from brainxai.evaluation.fractions import fraction_labels
+
+#: Label of a result whose CI does not lie above the metric's chance level.
+AT_CHANCE = "uninformative (at chance)"
+#: Label of a comparison between two conditions at chance.
+BOTH_AT_CHANCE = "uninformative (both at chance)"
 
 
 def _num(x: float, digits: int = 3) -> str:
@@ -34,9 +42,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def cell(row: pd.Series) -> str:
-    """``mean ± sd [low, high]`` (sd left out for a single seed)."""
+    """``mean ± sd [low, high]`` (sd left out for a single seed), then :data:`AT_CHANCE`
+    when the row is at chance."""
     sd = f" ± {_num(row['sd'])}" if np.isfinite(row["sd"]) else ""
-    return f"{_num(row['mean'])}{sd} [{_num(row['ci_low'])}, {_num(row['ci_high'])}]"
+    at = flag(row.get("at_chance"), False)
+    return f"{_num(row['mean'])}{sd} [{_num(row['ci_low'])}, {_num(row['ci_high'])}]" + (
+        f" {AT_CHANCE}" if at else ""
+    )
 
 
 def results_markdown(
@@ -80,14 +92,18 @@ def results_markdown(
         return "\n".join(lines) + "\n"
     lines += ["", f"### {metric}: paired comparisons with the {baseline} baseline", ""]
     rows = []
-    for _, c in comp.sort_values(["protocol", "fraction", "init"]).iterrows():
-        mark = " *" if bool(c["significant"]) else ""
+    comp = comp.sort_values(["protocol", "fraction", "init"])
+    informative = flags(comp, "informative", True)
+    significant = flags(comp, "significant", False)
+    for i, (_, c) in enumerate(comp.iterrows()):
+        mark = " *" if significant[i] and informative[i] else ""
+        label = "" if informative[i] else f" {BOTH_AT_CHANCE}"
         rows.append(
             [
                 str(c["protocol"]),
                 labels[float(c["fraction"])],
                 str(c["init"]),
-                f"{_num(c['diff'], 3)}{mark} [{_num(c['ci_low'])}, {_num(c['ci_high'])}]",
+                f"{_num(c['diff'], 3)}{mark} [{_num(c['ci_low'])}, {_num(c['ci_high'])}]{label}",
                 f"{_p(c['p_bootstrap'])} ({_p(c['p_bootstrap_holm'])})",
                 f"{_p(c['p_mcnemar'])} ({_p(c['p_mcnemar_holm'])})",
                 f"{_p(c['p_wilcoxon'])} ({_p(c['p_wilcoxon_holm'])})",
@@ -113,6 +129,13 @@ def results_markdown(
         f"- `*`: Holm-adjusted paired-bootstrap p < {alpha:g}. Holm families: each test "
         f"separately, over {_family(comp)} comparisons.",
     ]
+    if "at_chance" in sub or "informative" in comp:
+        notes.append(
+            f"- {AT_CHANCE}: the CI does not lie above the metric's chance level (1/K for "
+            "macro-F1 and (balanced) accuracy, 0.5 for macro AUROC); "
+            f"{BOTH_AT_CHANCE}: neither model is above chance, so the comparison is no "
+            "finding whatever its p, and carries no `*`."
+        )
     if n_boot:
         notes.append(
             f"- Bootstrap: {n_boot} patient resamples; smallest attainable p = "
