@@ -231,9 +231,10 @@ def _plot_name(model: str, method: str) -> str:
     )
 
 
-def _plots(table: pd.DataFrame, plot_dir: Path, index: Path) -> list[Path]:
-    """One PNG per (model, method), redrawn only when its rows changed (a digest of the
-    rows is kept in ``index``; a figure costs seconds); stale PNGs are removed."""
+def _plots(table: pd.DataFrame, plot_dir: Path, index: Path, min_gold: int) -> list[Path]:
+    """One PNG per (model, method), redrawn only when its rows or ``min_gold`` (no class
+    C-Score drawn over fewer gold images) changed (a digest is kept in ``index``; a figure
+    costs seconds); stale PNGs are removed."""
     plot_dir.mkdir(parents=True, exist_ok=True)
     old = json.loads(index.read_text()) if index.is_file() else {}
     new: dict[str, str] = {}
@@ -242,9 +243,10 @@ def _plots(table: pd.DataFrame, plot_dir: Path, index: Path) -> list[Path]:
     for (model, method), sub in groups:
         name = _plot_name(model, method)
         path = plot_dir / f"{name}.png"
-        new[name] = hashlib.sha256(sub.to_csv(index=False).encode()).hexdigest()[:16]
+        rows = sub.to_csv(index=False) + f"min_gold={min_gold}"
+        new[name] = hashlib.sha256(rows.encode()).hexdigest()[:16]
         if old.get(name) != new[name] or not path.is_file():
-            plot_trajectory(table, model, method, path)
+            plot_trajectory(table, model, method, path, min_gold)
         out.append(path)
     for stale in plot_dir.glob("*.png"):
         if stale.stem not in new:
@@ -359,7 +361,9 @@ def run_xai(
                 reports / "dissociations.md",
                 "# AUC–consistency dissociations (paper 004 §4.4)\n\nNo checkpoint explained.\n",
             )
-        plots = _plots(table, reports / "plots", out_dir / "plot_digests.json")
+        plots = _plots(
+            table, reports / "plots", out_dir / "plot_digests.json", cfg.tracking.min_gold
+        )
 
         # ---- MLflow: one nested run per model
         client = MlflowClient()
