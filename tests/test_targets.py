@@ -146,3 +146,27 @@ def test_gold_target_fails_below_the_threshold_and_missing_outputs_are_not_run(t
     empty = Sources(tmp_path / "none.parquet", tmp_path, tmp_path, tmp_path, ["simclr"])
     statuses = {t.status for t in evaluate(empty, CFG)}
     assert statuses == {NOT_RUN}
+
+
+def test_randomisation_check_beside_the_controls():
+    """Per (family, method): pass when no run's maps survive randomising the weights; the
+    measured value is the largest median similarity (Spearman, or soft IoU when the stage
+    used it) against the stage's threshold."""
+    from brainxai.targets import randomisation_targets
+
+    rnd = pd.DataFrame([
+        {"family": "finetune", "run": "a", "method": "gradcam", "median_spearman": 0.2,
+         "median_soft_iou": 0.9, "flag": False, "similarity": "spearman", "threshold": 0.5},
+        {"family": "finetune", "run": "b", "method": "gradcam", "median_spearman": 0.7,
+         "median_soft_iou": 0.9, "flag": True, "similarity": "spearman", "threshold": 0.5},
+        {"family": "classify3d", "run": "c", "method": "gradcam", "median_spearman": 0.9,
+         "median_soft_iou": 0.3, "flag": False, "similarity": "soft_iou", "threshold": 0.5},
+    ])  # fmt: skip
+    got = {t.check: t for t in randomisation_targets(rnd)}
+    fine = got["model-parameter randomisation: finetune / gradcam"]
+    assert (fine.measured, fine.target, fine.status) == (0.7, "<= 0.5 (spearman)", FAIL)
+    assert fine.note.startswith("1 of 2 runs flagged")
+    three = got["model-parameter randomisation: classify3d / gradcam"]
+    assert (three.measured, three.target, three.status) == (0.3, "<= 0.5 (soft_iou)", PASS)
+    (missing,) = randomisation_targets(None)
+    assert missing.status == NOT_RUN

@@ -20,7 +20,8 @@ Sources: the split manifest (test-split size), ``reports/finetune/summary.csv`` 
 ``reports/metrics/pretrain_<framework>.json`` (kNN top-1 vs the random-init reference),
 ``reports/metrics/classify3d.json`` (oracle and base rows), ``reports/metrics/xai.json``
 and ``reports/xai/trajectory.parquet`` (CAM grid, gold lists at the last tracked
-checkpoint), ``reports/finetune/controls/controls.csv`` (planted controls).
+checkpoint), ``reports/finetune/controls/controls.csv`` (planted controls) and, beside
+them, ``reports/xai/randomisation.csv`` (the model-parameter randomisation check).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _read_csv(path: Path) -> pd.DataFrame | None:
-    return pd.read_csv(path) if path.is_file() else None
+    return pd.read_csv(path) if path.is_file() and path.stat().st_size else None
 
 
 # ---------------------------------------------------------------------------- item 1
@@ -296,6 +297,32 @@ def control_targets(controls: pd.DataFrame | None) -> list[Target]:
     ]  # fmt: skip
 
 
+def randomisation_targets(rnd: pd.DataFrame | None) -> list[Target]:
+    """The xai stage's model-parameter randomisation check, per (family, method): pass when
+    no run's explanation survives randomising the weights (median similarity of the trained
+    and the randomised model's maps at or below the stage's threshold), fail otherwise."""
+    item = "4 planted controls"
+    if rnd is None or rnd.empty:
+        return [Target(item, "model-parameter randomisation", None, "-", NOT_RUN,
+                       "no reports/xai/randomisation.csv")]  # fmt: skip
+    out = []
+    for (fam, method), g in rnd.groupby(["family", "method"], sort=True):
+        col = "median_soft_iou" if "similarity" in g and (g["similarity"] == "soft_iou").all() \
+            else "median_spearman"  # fmt: skip
+        measure = col.removeprefix("median_")
+        threshold = _num(g["threshold"].iloc[0]) if "threshold" in g else None
+        flagged = int(g["flag"].astype(bool).sum())
+        out.append(Target(
+            item, f"model-parameter randomisation: {fam} / {method}",
+            _num(pd.to_numeric(g[col], errors="coerce").max()),
+            f"<= {threshold:g} ({measure})" if threshold is not None else "not flagged",
+            _status(flagged == 0),
+            f"{flagged} of {len(g)} runs flagged: their maps barely depend on the weights; "
+            f"measured: the largest median {measure} over runs",
+        ))  # fmt: skip
+    return out
+
+
 # ---------------------------------------------------------------------------- all
 
 
@@ -323,6 +350,7 @@ def evaluate(src: Sources, cfg: TargetsConfig) -> list[Target]:
         *classify3d_targets(_read_json(src.metrics / "classify3d.json"), cfg),
         *xai_targets(_read_json(src.metrics / "xai.json"), trajectory, cfg),
         *control_targets(_read_csv(src.finetune_reports / "controls" / "controls.csv")),
+        *randomisation_targets(_read_csv(src.xai_reports / "randomisation.csv")),
     ]
 
 
@@ -360,6 +388,7 @@ __all__ = [
     "evaluate",
     "finetune_target",
     "power_targets",
+    "randomisation_targets",
     "render",
     "ssl_targets",
     "table",
