@@ -272,14 +272,19 @@ def models_register(profile: Profile = None, sets: Sets = None) -> None:
 
 @study_app.command("summary")
 def study_summary() -> None:
-    """Print the headline numbers of the last run (reports/metrics/*.json) compactly."""
+    """Print the study's targets (measured, target, pass / fail / uninformative / not run;
+    params.yaml targets), then the headline numbers of the last run (reports/metrics/*.json)."""
     from brainxai.config import load_params
     from brainxai.paths import StudyPaths
-    from brainxai.summary import headline
+    from brainxai.summary import headline, targets_text
     from tasks.env import study_root
 
     root = study_root()
-    paths = StudyPaths.from_params(root, load_params(root / "params.yaml"))
+    params = load_params(root / "params.yaml")
+    paths = StudyPaths.from_params(root, params)
+    typer.echo("== targets (does the study show anything?)")
+    typer.echo(targets_text(root, params))
+    typer.echo("\n== headline numbers")
     typer.echo(headline(paths.metrics))
 
 

@@ -66,6 +66,7 @@ def _ingest(root: Path) -> pd.DataFrame:
                 "fold": i % 2 if split != "test" else -1,
                 "subject_source": "sidecar",
                 "dup_group": "dg-1" if i < 2 else "",  # one near-duplicate pair, labels differ
+                "ndim": 2,
             }
         )
     man = pd.DataFrame(rows)
@@ -85,14 +86,24 @@ def _ingest(root: Path) -> pd.DataFrame:
     return man
 
 
+#: init -> the class it always predicts (None: always the true class)
+FINETUNE_RULES: dict[str, int | None] = {"random": 0, "simclr": None}
+
+
 def _finetune(root: Path) -> pd.DataFrame:
+    return write_finetune(root, FINETUNE_RULES)
+
+
+def write_finetune(root: Path, rules: dict[str, int | None]) -> pd.DataFrame:
+    """Fine-tuning outputs of inits that each always predict one class (``None``: the true
+    one), written by ``summarise`` / ``compare``; returns the summary."""
     names = kaggle_classes()
     y = np.arange(N_TEST) % K
     rows = []
-    for init in ("random", "simclr"):
+    for init, rule in rules.items():
         for fraction in (0.5, 1.0):
             for seed in (0, 1):
-                pred = y if init == "simclr" else np.zeros_like(y)
+                pred = y if rule is None else np.full_like(y, rule)
                 for j in range(N_TEST):
                     p = np.full(K, 0.1 / (K - 1))
                     p[pred[j]] = 0.9

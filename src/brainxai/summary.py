@@ -1,9 +1,12 @@
-"""A compact, human-readable digest of the stage metrics files (reports/metrics/*.json)."""
+"""A compact, human-readable digest of a study: its targets (:mod:`brainxai.targets`: does
+the study show anything?) and the stage metrics files (reports/metrics/*.json)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 
 def _fmt(v: object) -> str:
@@ -29,3 +32,14 @@ def headline(metrics_dir: Path) -> str:
         width = max(len(k) for k, _ in flat)
         lines += [f"  {k:<{width}}  {_fmt(v)}" for k, v in flat]
     return "\n".join(lines)
+
+
+def targets_text(root: Path, params: Mapping[str, Any]) -> str:
+    """The study's targets, measured from its outputs, as a terminal table
+    (:func:`brainxai.targets.render`; thresholds from ``params.targets``)."""
+    from brainxai.report.sources import StudyLayout, target_sources
+    from brainxai.targets import TargetsConfig, evaluate, render
+
+    layout = StudyLayout.from_params(root, params)
+    cfg = TargetsConfig.from_dict(params.get("targets"))
+    return render(evaluate(target_sources(layout, params), cfg))

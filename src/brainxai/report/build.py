@@ -16,10 +16,14 @@ from typing import Any
 import pandas as pd
 
 from brainxai.classify3d.report import run_summary
+from brainxai.evaluation.aggregate import flags
 from brainxai.evaluation.fractions import effective_percent
+from brainxai.evaluation.report import AT_CHANCE, BOTH_AT_CHANCE
+from brainxai.finetune.config import FinetuneConfig
 from brainxai.labels import DIAGNOSES_3D, kaggle_classes
 from brainxai.pseudolabel.provenance import is_vlm, proposer_label, vlm_answers
 from brainxai.report import figures as F
+from brainxai.report import findings as FD
 from brainxai.report import gallery as G
 from brainxai.report import tables as T
 from brainxai.report.config import ReportConfig
@@ -28,13 +32,23 @@ from brainxai.report.render import (
     figure,
     items,
     render_html,
+    status_table,
+    statuses,
     table,
     text,
     threat,
     write_html,
 )
-from brainxai.report.sources import StageData, StudyLayout, load_study, read_heatmap_info
+from brainxai.report.sources import (
+    StageData,
+    StudyLayout,
+    load_study,
+    read_heatmap_info,
+    target_sources,
+)
 from brainxai.report.validity import threats
+from brainxai.targets import INFO, NOT_RUN, PASS, STATUSES, TargetsConfig, evaluate
+from brainxai.targets import table as targets_table
 from brainxai.xai.tracking import TrackingConfig, dissociations
 
 HTML_NAME = "index.html"
@@ -67,6 +81,10 @@ class _Ctx:
         self.figures: list[F.Figure] = []
         self.key: list[dict[str, str]] = []
         self.errors: list[str] = []
+        self.targets = TargetsConfig.from_dict(params.get("targets"))
+        self.tracking = TrackingConfig.from_dict((params.get("xai") or {}).get("tracking"))
+        #: init -> why its fine-tuning results are no evidence (its SSL pretraining)
+        self.uninformative: dict[str, str] = {}
 
     def note(self, quantity: str, value: Any, section: str) -> None:
         """A headline number for the "Key results" table (linked to its section)."""
@@ -216,31 +234,53 @@ def _section_difficulty(d: StageData, ctx: _Ctx) -> Section:
     )
 
 
+def _ssl_status(fw: str, doc: Mapping[str, Any], cfg: TargetsConfig) -> str:
+    """The SSL table's status cell: pass, or why the framework's init is uninformative."""
+    verdict = FD.ssl_verdict(fw, doc, cfg)
+    if verdict is None:
+        return "label-trained (not judged)"
+    if verdict == PASS:
+        return PASS
+    reason = FD.ssl_reason(fw, doc, cfg)
+    return f"uninformative: {reason}" if reason else "not judged (no random-init reference)"
+
+
 def _section_ssl(d: StageData, ctx: _Ctx) -> Section:
     sec = Section("ssl", "SSL pretraining")
     if not d.ran:
         return _not_run(sec.id, sec.title, d)
+    tcfg = ctx.targets
     hist = {fw: pd.DataFrame(s.get("history", [])) for fw, s in d.docs.items()}
-    rows = [
-        {
+    rows = []
+    for fw, s in sorted(d.docs.items()):
+        knn, ref = s.get("final", {}).get("knn_accuracy"), s.get("knn_random_init")
+        rows.append({
             "framework": fw,
             "arch": s.get("arch"),
             "epochs": s.get("epochs"),
+            "steps": s.get("steps", "—"),
             "images": s.get("n_pretrain_images"),
             "final loss": T.num(s.get("final", {}).get("loss")),
-            "final kNN acc.": T.num(s.get("final", {}).get("knn_accuracy")),
+            "final kNN acc.": T.num(knn),
+            "random-init kNN acc.": T.num(ref),
+            "gain over random": FD.signed(knn - ref) if None not in (knn, ref) else "—",
+            "status": _ssl_status(fw, s, tcfg),
             "images/s": T.num(s.get("final", {}).get("images_per_s"), 1),
             "device": s.get("device"),
-        }
-        for fw, s in sorted(d.docs.items())
-    ]
-    sec.add(table(pd.DataFrame(rows), "Final epoch per framework (kNN monitor on the val split)."))
-    return sec.add(
-        figure(
-            ctx.keep(F.ssl_curves(hist, ctx.cfg.dpi, ctx.fig_dir)),
-            "No per-epoch history was written.",
+        })  # fmt: skip
+    sec.add(
+        table(
+            pd.DataFrame(rows),
+            "Final epoch per framework (kNN monitor on the val split) beside the same backbone "
+            f"untrained (random-init reference). Status: pass = gain >= "
+            f"+{tcfg.ssl_knn_gain_min:.2f} after >= {tcfg.ssl_steps_min} steps (params "
+            "targets); otherwise the framework's init is uninformative and its fine-tuning "
+            "comparisons are no evidence about SSL.",
         )
     )
+    refs = {fw: s.get("knn_random_init") for fw, s in d.docs.items()}
+    fig = F.ssl_curves(hist, ctx.cfg.dpi, ctx.fig_dir, refs, set(ctx.uninformative))
+    return sec.add(figure(ctx.keep(fig), "No per-epoch history was written."))
 
 
 def _section_finetune(d: StageData, ctx: _Ctx) -> Section:
@@ -250,18 +290,23 @@ def _section_finetune(d: StageData, ctx: _Ctx) -> Section:
     cfg = ctx.cfg
     summary, comp, preds = d.table("summary"), d.table("comparisons"), d.table("predictions")
     comp = comp if comp is not None else pd.DataFrame()
-    head = T.finetune_headline(summary, comp, cfg.metric)
+    why = ctx.uninformative
+    head = T.finetune_headline(summary, comp, cfg.metric, why)
     sec.add(
         table(
             head,
             f"{cfg.metric}: mean over seeds [patient-bootstrap CI]; * = Holm-significant vs "
-            "the baseline. Columns: the nominal label fraction and, where known, the "
-            "effective one (share of the training patients and images really labelled, mean "
-            "over the seeds' subsets; rounding up per group and one image per class inflate "
-            "small fractions).",
+            f"the baseline between informative results; {AT_CHANCE}: the CI does not lie "
+            "above the chance level (1/K), no result; an init marked (uninformative): its SSL "
+            "pretraining did not beat random features (SSL section). Columns: the nominal "
+            "label fraction and, where known, the effective one (share of the training "
+            "patients and images really labelled, mean over the seeds' subsets; rounding up "
+            "per group and one image per class inflate small fractions).",
         )
     )
-    sec.add(figure(ctx.keep(F.label_efficiency_figure(summary, comp, cfg.metric, ctx.fig_dir))))
+    sec.add(
+        figure(ctx.keep(F.label_efficiency_figure(summary, comp, cfg.metric, ctx.fig_dir, why)))
+    )
     if len(comp):
         c = comp[comp["metric"] == cfg.metric]
         cols = [
@@ -276,28 +321,37 @@ def _section_finetune(d: StageData, ctx: _Ctx) -> Section:
             "p_bootstrap",
             "p_bootstrap_holm",
             "p_mcnemar_holm",
+            "mde",
             "significant",
         ]
         shown = c[[k for k in cols if k in c]].copy()
         for k in ("effective_patients", "effective_images"):
             if k in shown:
                 shown[k] = shown[k].map(effective_percent)
-        for k in ("diff", "ci_low", "ci_high", "p_bootstrap", "p_bootstrap_holm", "p_mcnemar_holm"):
+        for k in ("diff", "ci_low", "ci_high", "p_bootstrap", "p_bootstrap_holm",
+                  "p_mcnemar_holm", "mde"):  # fmt: skip
             if k in shown:
                 shown[k] = shown[k].map(T.num)
+        shown["status"] = _comparison_status(c, why)
         sec.add(
             table(
                 shown,
                 f"Paired comparisons with the baseline "
-                f"({c['baseline'].iloc[0] if len(c) else ''}), Holm-adjusted.",
+                f"({c['baseline'].iloc[0] if len(c) else ''}), Holm-adjusted; mde = the "
+                "minimal detectable difference at the stage's power. Status: "
+                f"{BOTH_AT_CHANCE} or an uninformative init is no finding whatever its p.",
             )
         )
     cond = T.best_condition(summary, cfg.metric, cfg.protocol)
     if len(comp) and "significant" in comp:
         c = comp[comp["metric"] == cfg.metric]
+        status = _comparison_status(c, why)
+        n_uninf = sum(s.startswith("uninformative") for s in status)
         ctx.note(
-            f"fine-tuning comparisons of {cfg.metric} Holm-significant vs the baseline",
-            f"{int(c['significant'].astype(bool).sum())} of {len(c)}",
+            f"fine-tuning comparisons of {cfg.metric} Holm-significant vs the baseline "
+            "(informative ones)",
+            f"{sum(s == 'significant' for s in status)} of {len(c)}"
+            + (f" ({n_uninf} uninformative)" if n_uninf else ""),
             sec.id,
         )
     if cond is not None:
@@ -341,6 +395,21 @@ def _section_finetune(d: StageData, ctx: _Ctx) -> Section:
                 )
             )
     return sec
+
+
+def _comparison_status(comp: pd.DataFrame, why: Mapping[str, str]) -> list[str]:
+    """Per comparison: significant | no difference detected | uninformative (...)."""
+    informative = flags(comp, "informative", True)
+    significant = flags(comp, "significant", False)
+    out = []
+    for init, inf, sig in zip(comp["init"], informative, significant, strict=True):
+        if not inf:
+            out.append(BOTH_AT_CHANCE)
+        elif init in why:
+            out.append(f"uninformative ({init}: {why[init]})")
+        else:
+            out.append("significant" if sig else "no difference detected")
+    return out
 
 
 def _section_pseudolabel(d: StageData, ctx: _Ctx) -> Section:
@@ -408,15 +477,16 @@ def _section_classify3d(d: StageData, ctx: _Ctx) -> Section:
             sec.id,
         )
     if m.get("ablation"):
-        first = ("paper_row", "variant", "design", "macro_f1", "delta_macro_f1")
         sec.add(
             table(
-                T.records_table(m["ablation"], first=first),
+                _ablation_table(m),
                 "Ablation against the base row (pooled out-of-fold macro-F1; paired "
                 "bootstrap, McNemar, Wilcoxon over folds; Holm). paper_row: the row of "
                 "paper 003 Table 2 (①–⑤: the mask only through MCA on the whole brain, or "
                 "without MCA as background removal); extension: this project's rows (the "
-                "mask as a 2nd input channel, the true lesion as an upper bound).",
+                "mask as a 2nd input channel, the true lesion as an upper bound). chance: "
+                f"{AT_CHANCE} when the row's pooled macro-F1 CI does not lie above 1/K; a "
+                f"row compared with a base both at chance is {BOTH_AT_CHANCE}.",
             )
         )
     for note in m.get("notes", []):
@@ -452,6 +522,26 @@ def _section_classify3d(d: StageData, ctx: _Ctx) -> Section:
     return sec
 
 
+def _ablation_table(doc: Mapping[str, Any]) -> pd.DataFrame:
+    """The 3D ablation records with each row's chance verdict and its comparison's status."""
+    first = ("paper_row", "variant", "design", "macro_f1", "delta_macro_f1")
+    frame = T.records_table(doc["ablation"], first=first)
+    runs = doc.get("runs") or {}
+    above = [(runs.get(r["run"]) or {}).get("above_chance") for r in doc["ablation"]]
+    base = next((a for r, a in zip(doc["ablation"], above, strict=True)
+                 if r.get("delta_macro_f1") is None), None)  # fmt: skip
+    frame.insert(frame.columns.get_loc("macro_f1") + 1, "chance", [
+        "—" if a is None else ("above chance" if a else AT_CHANCE) for a in above
+    ])  # fmt: skip
+    frame["status"] = [
+        "base" if r.get("delta_macro_f1") is None
+        else BOTH_AT_CHANCE if a is False and base is False
+        else "tested"
+        for r, a in zip(doc["ablation"], above, strict=True)
+    ]  # fmt: skip
+    return frame
+
+
 def _section_xai(d: StageData, ctx: _Ctx) -> Section:
     sec = Section("xai", "Explanations: CAM galleries and C-Score trajectories")
     if not d.ran:
@@ -480,7 +570,7 @@ def _section_xai(d: StageData, ctx: _Ctx) -> Section:
         except (OSError, ValueError, KeyError) as exc:  # e.g. an image file that vanished
             ctx.errors.append(f"xai {dim} gallery: {type(exc).__name__}: {exc}")
             sec.add(text(f"The {dim} CAM gallery could not be drawn: {type(exc).__name__}: {exc}"))
-    tcfg = TrackingConfig.from_dict(ctx.params.get("xai", {}).get("tracking"))
+    tcfg = ctx.tracking
     found = dissociations(traj, tcfg)
     ctx.note(
         "AUC–consistency dissociations (gold-list collapse / early warning / masked class)",
@@ -514,7 +604,11 @@ def _section_xai(d: StageData, ctx: _Ctx) -> Section:
     for family in sorted(traj["family"].astype(str).unique()):
         sec.add(
             figure(
-                ctx.keep(F.trajectory_figure(traj, events, family, method, cfg.dpi, ctx.fig_dir))
+                ctx.keep(
+                    F.trajectory_figure(
+                        traj, events, family, method, cfg.dpi, ctx.fig_dir, tcfg.min_gold
+                    )
+                )
             )
         )
     for kind, v in found.items():
@@ -526,13 +620,15 @@ def _section_xai(d: StageData, ctx: _Ctx) -> Section:
             sec.add(
                 table(shown, f"{kind.replace('_', ' ')}: first {len(shown)} of {len(v)} events.")
             )
-    three = T.consistent_correct_faithful(traj)
+    three = T.consistent_correct_faithful(traj, tcfg.min_gold)
     if len(three):
         sec.add(
             table(
                 three,
                 "Consistent, correct, faithful: per method, means over each model's final "
-                "checkpoint of the C-Score (paper 004), the localisation scores against the "
+                "checkpoint of the C-Score (paper 004; a model none of whose classes has a "
+                f"gold list of >= {tcfg.min_gold} images is uninformative and left out), the "
+                "localisation scores against the "
                 "lesion masks and the deletion / insertion AUC of the class probability "
                 "(RISE; a faithful map deletes the evidence faster - lower - and inserts it "
                 "faster - higher - than the random ranking beside it).",
@@ -603,17 +699,119 @@ def _guarded(build: Any, data: StageData, ctx: _Ctx) -> Section:
         return Section(data.name, f"{data.name} (could not be built)", ran=False, error=error)
 
 
-def _section_key(ctx: _Ctx, sections: list[Section]) -> Section:
+def _guarded_front(build: Any, sid: str, ctx: _Ctx) -> Section:
+    """:func:`_guarded` for the sections that read several stages (findings, targets)."""
+    try:
+        return build(ctx)
+    except Exception as exc:  # reported in the page, never swallowed
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        ctx.errors.append(f"{sid}: {error}")
+        return Section(sid, f"{sid} (could not be built)", ran=False, error=error)
+
+
+def _section_key(ctx: _Ctx, order: list[Section]) -> Section:
+    """Key results; ``order``: every section of the page in order (for the numbers)."""
     sec = Section("key-results", "Key results")
     sec.add(
         text("Headline numbers of each stage, with the section that shows where they come from.")
     )
     if not ctx.key:
         return sec.add(text("No stage has results yet."))
-    titles = {s.id: f"{i + 2}. {s.title}" for i, s in enumerate(sections)}
+    titles = {s.id: f"{i + 1}. {s.title}" for i, s in enumerate(order)}
     key = pd.DataFrame(ctx.key)
     key["section"] = key["section"].map(titles)
     return sec.add(table(key))
+
+
+#: Topics of the findings, in the order of the first screen.
+FINDING_TOPICS = ("fine-tuning", "SSL pretraining", "3D ablation", "explanations")
+
+
+def _section_findings(stages: Mapping[str, StageData], ctx: _Ctx) -> Section:
+    """The first screen: each finding as a sentence computed from the numbers
+    (:mod:`brainxai.report.findings`); degenerate results say "uninformative"."""
+    sec = Section("findings", "Findings")
+    cfg, finetune = ctx.cfg, ctx.params.get("finetune") or {}
+    power = float(finetune.get("mde_power") or FinetuneConfig.mde_power)
+    ft, c3, xai = stages["finetune"], stages["classify3d"], stages["xai"]
+    found = [
+        *FD.finetune_findings(ft.table("comparisons") if ft.ran else None, cfg.metric,
+                              ctx.uninformative),
+        *FD.ssl_findings(stages["pretrain"].docs, ctx.targets),
+        *FD.classify3d_findings(c3.doc("classify3d") if c3.ran else None, power,
+                                1 - cfg.ci_level),
+        *FD.xai_findings(xai.table("trajectory") if xai.ran else None, ctx.tracking.min_gold),
+    ]  # fmt: skip
+    if not found:
+        return Section(sec.id, sec.title, ran=False, missing=[
+            f"{ctx.layout.finetune_reports}/comparisons.csv",
+            f"{ctx.layout.ssl_dir}/<framework>/summary.json",
+            f"{ctx.layout.reports}/metrics/classify3d.json",
+            f"{ctx.layout.xai_reports}/trajectory.parquet",
+        ])  # fmt: skip
+    counts = {st: sum(f.status == st for f in found) for st in FD.STATUSES}
+    sec.add(
+        text(
+            "What the study found, each sentence computed from the numbers: a difference "
+            "with its CI and Holm-adjusted p, or 'no difference detected' with the minimal "
+            "detectable difference (MDE) of the test. Uninformative: a degenerate result - "
+            "models at chance, an SSL run that did not beat random features, a C-Score over "
+            f"gold lists of fewer than {ctx.tracking.min_gold} images - never a finding. "
+            + ", ".join(f"{n} {st}" for st, n in counts.items() if n)
+            + "."
+        )
+    )
+    for topic in FINDING_TOPICS:
+        rows = [f for f in found if f.topic == topic]
+        if rows:
+            sec.add(statuses(FD.as_rows(rows), f"{topic}:"))
+    return sec
+
+
+def _measured(v: Any) -> str:
+    """A measured value as :func:`brainxai.targets.render` writes it (``31``, ``0.48``)."""
+    s = T.num(v)
+    return s.rstrip("0").rstrip(".") if "." in s else s
+
+
+def _section_methods(ctx: _Ctx) -> Section:
+    """Do the methods work? Every target of the study (:func:`brainxai.targets.evaluate`):
+    power, training, SSL against random features, the 3D classifier, the CAM grid and gold
+    lists, the planted controls and, beside them, the model-parameter randomisation check."""
+    sec = Section("methods", "Do the methods work?")
+    found = evaluate(target_sources(ctx.layout, ctx.params), ctx.targets)
+    frame = targets_table(found)
+    frame["measured"] = frame["measured"].map(_measured)
+    counts = {st: sum(t.status == st for t in found) for st in STATUSES}
+    judged = [t for t in found if t.status not in (NOT_RUN, INFO)]
+    ctx.note(
+        "targets (pass / fail / uninformative / not run)",
+        " / ".join(str(counts[st]) for st in STATUSES if st != INFO),
+        sec.id,
+    )
+    if all(t.status == NOT_RUN for t in found):
+        sec.ran, sec.missing = False, sorted({t.note for t in found if t.note})
+    sec.add(
+        text(
+            "Before any finding: does the pipeline work on this study? Each target measured "
+            "from the stages' outputs against its threshold (params.yaml targets; the planted "
+            "controls' in finetune.controls; the randomisation check's in xai.randomisation). "
+            "pass / fail: measured, target met or missed (never lowered); uninformative: "
+            "measured, but the number cannot carry the claim; not run: the stage's output is "
+            f"missing; info: no threshold. {len(found)} checks, {len(judged)} judged: "
+            + ", ".join(f"{n} {st}" for st, n in counts.items() if n)
+            + "."
+        )
+    )
+    return sec.add(
+        status_table(
+            frame,
+            "Targets of issue 15 (items 1-3), the planted controls (item 4: positive, "
+            "shortcut, random labels; reports/finetune/controls/controls.csv) and the "
+            "model-parameter randomisation check of the xai stage (reports/xai/"
+            "randomisation.csv) beside them.",
+        )
+    )
 
 
 def _section_validity(stages: Mapping[str, StageData], ctx: _Ctx, profile: str) -> Section:
@@ -657,9 +855,14 @@ def build_report(
         (_section_classify3d, stages["classify3d"]),
         (_section_xai, stages["xai"]),
     ]
+    ctx.uninformative = FD.uninformative_inits(stages["pretrain"].docs, ctx.targets)
+    methods = _guarded_front(_section_methods, "methods", ctx)
     sections = [_guarded(build, data, ctx) for build, data in builders]
     sections.append(_section_validity(stages, ctx, profile))
-    sections.insert(0, _section_key(ctx, sections))
+    findings = _guarded_front(lambda c: _section_findings(stages, c), "findings", ctx)
+    key_slot = Section("key-results", "Key results")  # numbered before it is built
+    order = [findings, key_slot, methods, *sections]
+    sections = [findings, _section_key(ctx, order), methods, *sections]
     n_inputs = len(layout.input_files())
     subtitle = (
         f"Study root {layout.root.name} · profile {profile} · "

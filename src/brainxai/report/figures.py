@@ -9,7 +9,7 @@ the page needs no other file. Figures that already have a writer in a stage's li
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +21,8 @@ from PIL import Image
 
 from brainxai.atomic import savefig_atomic
 from brainxai.evaluation.metrics import save_confusion
-from brainxai.evaluation.plots import label_efficiency
-from brainxai.xai.trajectory_plots import phase_boundary
+from brainxai.evaluation.plots import UNINFORMATIVE_COLOUR, label_efficiency
+from brainxai.xai.trajectory_plots import DEFAULT_MIN_GOLD, phase_boundary, short_classes
 
 
 @dataclass(frozen=True)
@@ -82,12 +82,22 @@ def qc_montages(qc: pd.DataFrame, root: Path, n: int, dpi: int, out_dir: Path) -
     return save(fig, out_dir, "standardize_qc_montage", caption)
 
 
-def ssl_curves(histories: dict[str, pd.DataFrame], dpi: int, out_dir: Path) -> Figure | None:
+def ssl_curves(
+    histories: dict[str, pd.DataFrame],
+    dpi: int,
+    out_dir: Path,
+    references: Mapping[str, float] | None = None,
+    uninformative: Collection[str] = (),
+) -> Figure | None:
     """Per-epoch SSL loss (one panel per framework: each has its own objective and scale)
-    and the kNN monitor accuracy on the val split (all frameworks in one panel)."""
+    and the kNN monitor accuracy on the val split (all frameworks in one panel), each
+    framework's random-init reference (``references``) as a dotted line in its colour; a
+    framework in ``uninformative`` (did not beat random features) is drawn with hollow grey
+    markers and named so, not as a result."""
     histories = {k: h for k, h in sorted(histories.items()) if len(h)}
     if not histories:
         return None
+    references = dict(references or {})
     n = len(histories)
     cols = min(n, 3) + 1
     rows = int(np.ceil(n / (cols - 1)))
@@ -104,9 +114,15 @@ def ssl_curves(histories: dict[str, pd.DataFrame], dpi: int, out_dir: Path) -> F
     ax_knn = fig.add_subplot(grid[:, cols - 1])
     for j, (fw, h) in enumerate(histories.items()):
         if "knn_accuracy" in h:
+            hollow = fw in uninformative
             ax_knn.plot(
-                h["epoch"], h["knn_accuracy"], color=f"C{j}", marker="o", markersize=4, label=fw
-            )
+                h["epoch"], h["knn_accuracy"], color=f"C{j}", marker="o", markersize=4,
+                markerfacecolor="none" if hollow else f"C{j}",
+                markeredgecolor=UNINFORMATIVE_COLOUR if hollow else f"C{j}",
+                label=f"{fw} (uninformative)" if hollow else fw,
+            )  # fmt: skip
+        if references.get(fw) is not None:
+            ax_knn.axhline(float(references[fw]), color=f"C{j}", linestyle=":", linewidth=1)
     ax_knn.set_title("kNN monitor (val split)", fontsize=9)
     ax_knn.set_xlabel("epoch", fontsize=8)
     ax_knn.set_ylabel("kNN accuracy", fontsize=8)
@@ -117,24 +133,40 @@ def ssl_curves(histories: dict[str, pd.DataFrame], dpi: int, out_dir: Path) -> F
     caption = (
         "SSL training curves per framework (models/ssl/<framework>/summary.json history): "
         "each loss is the framework's own objective (own panel and scale); the kNN monitor "
-        "classifies val-split images from training-split embeddings."
+        "classifies val-split images from training-split embeddings"
+        + (
+            "; dotted: the same backbone untrained (random-init reference); hollow grey: "
+            "a framework that did not beat it by the target (uninformative)."
+            if references
+            else "."
+        )
     )
     return save(fig, out_dir, "ssl_curves", caption)
 
 
 def label_efficiency_figure(
-    summary: pd.DataFrame, comparisons: pd.DataFrame, metric: str, out_dir: Path
+    summary: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    metric: str,
+    out_dir: Path,
+    uninformative_inits: Mapping[str, str] | None = None,
 ) -> Figure | None:
-    """Paper 000's label-efficiency curve (the fine-tuning stage's own plotting function)."""
+    """Paper 000's label-efficiency curve (the fine-tuning stage's own plotting function;
+    ``uninformative_inits``: inits whose pretraining did not beat random features)."""
     if summary.empty or metric not in set(summary["metric"]):
         return None
-    path = label_efficiency(summary, comparisons, metric, out_dir / "label_efficiency.png")
+    path = label_efficiency(
+        summary, comparisons, metric, out_dir / "label_efficiency.png", uninformative_inits
+    )
     return embed(
         path,
         "label_efficiency",
         f"Label efficiency ({metric}): mean over seeds with the patient-bootstrap CI band per "
         "init; * marks a Holm-adjusted significant difference from the baseline "
-        "(comparisons.csv).",
+        "(comparisons.csv) between informative results. Hollow grey points: at chance "
+        "(the CI does not lie above the dotted chance line) - uninformative, as is an init "
+        "marked (uninformative) because its SSL pretraining did not beat random features; "
+        "neither gets a *.",
     )
 
 
@@ -193,17 +225,22 @@ def trajectory_figure(
     method: str,
     dpi: int,
     out_dir: Path,
+    min_gold: int = DEFAULT_MIN_GOLD,
 ) -> Figure | None:
     """Global C-Score and macro AUC per checkpoint (one line per model) with dissociations.
 
     ``events`` has columns ``model, method, epoch, kind``: checkpoints where a dissociation
     was found (any class); they are marked on the C-Score curve (red x, count beside). A
     two-phase run (paper 004: backbone frozen, then trained) gets its phase boundary as a
-    dotted line in its colour.
+    dotted line in its colour. A checkpoint none of whose classes has a gold list of
+    ``min_gold`` images has no C-Score point (uninformative: a gap); each model's legend
+    entry says how many of its classes have fewer at its last checkpoint.
     """
     glob = table[(table["family"] == family) & (table["method"] == method) & (table["klass"] == -1)]
     if glob.empty:
         return None
+    sub = table[(table["family"] == family) & (table["method"] == method)]
+    short = short_classes(sub, min_gold).set_index(["model", "epoch"])
     models = sorted(glob["model"].unique())
     fig = new_figure(11.0, 3.8 + 0.12 * len(models), dpi)
     ax_c, ax_a = fig.subplots(1, 2, sharex=True)
@@ -216,7 +253,15 @@ def trajectory_figure(
             "markersize": 4,
             "linestyle": "-" if j < 10 else "--",
         }
-        ax_c.plot(s["epoch"], s["cscore"], label=model, **style)
+        counts = short.reindex([(model, e) for e in s["epoch"]])
+        every = (counts["short"] >= counts["k"]).to_numpy()
+        cs = s["cscore"].to_numpy(dtype=float).copy()
+        cs[every] = np.nan
+        label = model
+        if counts["k"].notna().any():
+            last = counts.iloc[-1]
+            label += f" ({last['short']:g}/{last['k']:g} classes < {min_gold} gold)"
+        ax_c.plot(s["epoch"], cs, label=label, **style)
         ax_a.plot(s["epoch"], s["auc"], **style)
         boundary = phase_boundary(s)
         if boundary is not None:
@@ -224,8 +269,8 @@ def trajectory_figure(
                 ax.axvline(boundary, color=style["color"], linestyle=":", linewidth=1)
         hits = ev[ev["model"] == model].groupby("epoch").size()
         for epoch, count in hits.items():
-            y = s.loc[s["epoch"] == epoch, "cscore"]
-            if len(y):
+            y = s.loc[s["epoch"] == epoch, "cscore"].where(~every[s["epoch"] == epoch])
+            if len(y) and np.isfinite(float(y.iloc[0])):
                 ax_c.scatter([epoch], [float(y.iloc[0])], marker="x", s=60, color="red", zorder=4)
                 ax_c.annotate(
                     str(count),
@@ -244,6 +289,9 @@ def trajectory_figure(
     fig.legend(loc="outside right center", fontsize=7, title="model", title_fontsize=8)
     caption = (
         f"{family}: C-Score and AUC trajectories of {method} over checkpoints; red x = "
-        f"checkpoint with dissociation events (count beside; {len(ev)} in all)."
+        f"checkpoint with dissociation events (count beside; {len(ev)} in all). Legend: "
+        f"classes with a gold list of fewer than {min_gold} images at the model's last "
+        "checkpoint (paper 004 counts their C-Score as 0); a checkpoint where every class "
+        "has fewer is not drawn (uninformative)."
     )
     return save(fig, out_dir, f"trajectory_{family}_{method.replace('+', 'p')}", caption)

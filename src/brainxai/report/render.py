@@ -7,6 +7,7 @@ tables come from ``DataFrame.to_html(escape=True)``, every other string is autoe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,11 @@ TEMPLATE = "report.html.j2"
 @dataclass(frozen=True)
 class Block:
     """One piece of a section: ``text`` (a paragraph), ``table`` (escaped HTML),
-    ``figure``, ``items`` (a bullet list) or ``threat`` (title and status in
-    ``items``, finding in ``text``, what it means in ``caption``)."""
+    ``figure``, ``items`` (a bullet list), ``threat`` (title and status in
+    ``items``, finding in ``text``, what it means in ``caption``), ``statuses`` (a bullet
+    list of ``(status, sentence)`` in ``rows``, each with its status badge) or
+    ``status_table`` (``columns`` and ``rows`` of text; the cells of the column named in
+    ``text`` coloured by status)."""
 
     kind: str
     text: str = ""
@@ -34,6 +38,8 @@ class Block:
     items: tuple[str, ...] = ()
     caption: str = ""
     css: str = ""
+    columns: tuple[str, ...] = ()
+    rows: tuple[tuple[str, ...], ...] = ()
 
 
 def text(s: str) -> Block:
@@ -48,6 +54,23 @@ def table(frame: pd.DataFrame, caption: str = "") -> Block:
     """A DataFrame as an HTML table (text escaped, missing values as ``—``)."""
     html = frame.to_html(index=False, escape=True, border=0, na_rep="—", classes="tbl")
     return Block("table", html=Markup(html), caption=caption)
+
+
+def statuses(rows: Sequence[tuple[str, str]], caption: str = "") -> Block:
+    """``(status, sentence)`` pairs as a list, each sentence behind its status badge."""
+    return Block("statuses", rows=tuple((str(a), str(b)) for a, b in rows), caption=caption)
+
+
+def status_table(frame: pd.DataFrame, caption: str = "", column: str = "status") -> Block:
+    """A table whose ``column`` cells are coloured by their status (missing values ``—``)."""
+    cells = tuple(
+        tuple("—" if v is None or (isinstance(v, float) and v != v) else str(v) for v in row)
+        for row in frame.itertuples(index=False, name=None)
+    )
+    return Block(
+        "status_table", text=column, columns=tuple(map(str, frame.columns)), rows=cells,
+        caption=caption,
+    )  # fmt: skip
 
 
 def threat(title: str, status: str, finding: str, meaning: str) -> Block:

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from brainxai.targets import Sources
+
 
 def _get(params: Mapping[str, Any], dotted: str, default: str) -> str:
     node: Any = params
@@ -75,7 +77,12 @@ class StudyLayout:
             "pretrain": {"required": [], "optional": []},  # globbed: <ssl_dir>/*/summary.json
             "finetune": {
                 "required": [f"{ft}/summary.csv", f"{ft}/predictions.parquet"],
-                "optional": [f"{ft}/comparisons.csv", f"{ft}/runs.csv", f"{m}/finetune.json"],
+                "optional": [
+                    f"{ft}/comparisons.csv",
+                    f"{ft}/runs.csv",
+                    f"{m}/finetune.json",
+                    f"{ft}/controls/controls.csv",  # the planted controls (targets)
+                ],
             },
             "pseudolabel": {
                 "required": [f"{p}/pseudolabels.parquet"],
@@ -101,6 +108,10 @@ class StudyLayout:
     def ssl_summaries(self) -> list[Path]:
         return sorted(self.path(self.ssl_dir).glob("*/summary.json"))
 
+    def pretrain_metrics(self) -> list[Path]:
+        """``reports/metrics/pretrain_<framework>.json`` (kNN vs random init: the targets)."""
+        return sorted(self.path(f"{self.reports}/metrics").glob("pretrain_*.json"))
+
     def heatmap_files(self) -> list[Path]:
         return sorted(self.path(self.xai_out).joinpath("heatmaps").rglob("*.npz"))
 
@@ -111,7 +122,7 @@ class StudyLayout:
             for spec in self.stage_files().values()
             for f in (*spec["required"], *spec["optional"])
         ]
-        files += self.ssl_summaries() + self.heatmap_files()
+        files += self.ssl_summaries() + self.pretrain_metrics() + self.heatmap_files()
         qc = self.path(f"{self.processed}/standardize_qc.parquet")
         if qc.is_file():
             files += [self.path(m) for m in _montages(pd.read_parquet(qc))]
@@ -124,15 +135,35 @@ class StudyLayout:
         return sorted({f for f in files if f.is_file()})
 
 
+def target_sources(layout: StudyLayout, params: Mapping[str, Any]) -> Sources:
+    """Where :func:`brainxai.targets.evaluate` reads, in this study's layout; frameworks:
+    ``pretrain.frameworks`` (a missing one is "not run"), else those with metrics."""
+    fws = (params.get("pretrain") or {}).get("frameworks") or [
+        p.stem.removeprefix("pretrain_") for p in layout.pretrain_metrics()
+    ]
+    return Sources(
+        manifest=layout.path(f"{layout.processed}/manifest.parquet"),
+        finetune_reports=layout.path(layout.finetune_reports),
+        metrics=layout.path(f"{layout.reports}/metrics"),
+        xai_reports=layout.path(layout.xai_reports),
+        frameworks=[str(f) for f in fws],
+    )
+
+
 def report_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of ``params.yaml`` the report depends on (for cache keys and MLflow)."""
+    """The part of ``params.yaml`` the report depends on (for cache keys and MLflow): the
+    targets (its "Do the methods work?" section, SSL statuses) and the power at which the
+    MDEs are stated included."""
     xai = params.get("xai", {}) or {}
+    pretrain = params.get("pretrain") or {}
+    finetune = params.get("finetune") or {}
     return {
         "profile": params.get("profile"),
         "paths": params.get("paths", {}),
         "report": params.get("report", {}) or {},
-        "pretrain": {"out_dir": (params.get("pretrain") or {}).get("out_dir")},
-        "finetune": {"reports_dir": (params.get("finetune") or {}).get("reports_dir")},
+        "targets": params.get("targets", {}) or {},
+        "pretrain": {k: pretrain.get(k) for k in ("out_dir", "frameworks")},
+        "finetune": {k: finetune.get(k) for k in ("reports_dir", "mde_power")},
         "xai": {k: xai.get(k) for k in ("out_dir", "reports_dir", "tracking")},
     }
 

@@ -7,16 +7,18 @@ Per-class metrics and confusion matrices come from :mod:`brainxai.evaluation`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from brainxai.evaluation.aggregate import per_class_table
+from brainxai.evaluation.aggregate import flags, per_class_table
 from brainxai.evaluation.fractions import fraction_labels
 from brainxai.evaluation.metrics import classification_metrics
 from brainxai.evaluation.plots import percent_label
+from brainxai.evaluation.report import AT_CHANCE
+from brainxai.xai.trajectory_plots import DEFAULT_MIN_GOLD, short_classes
 
 
 def num(x: Any, digits: int = 3) -> str:
@@ -33,21 +35,33 @@ def with_ci(mean: Any, lo: Any, hi: Any) -> str:
 
 
 def finetune_headline(
-    summary: pd.DataFrame, comparisons: pd.DataFrame | None, metric: str
+    summary: pd.DataFrame,
+    comparisons: pd.DataFrame | None,
+    metric: str,
+    uninformative_inits: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Mean [CI] of ``metric`` per (protocol, init) x label fraction; ``*`` = Holm-significant
-    difference from the baseline (``comparisons.csv``). A column is named by its nominal
-    fraction with the effective one beside it when ``summary`` carries it."""
+    difference from the baseline (``comparisons.csv``) between informative results. A cell
+    at chance says :data:`AT_CHANCE`; an init in ``uninformative_inits`` (its SSL
+    pretraining did not beat random features) is named ``<init> (uninformative)`` and gets
+    no ``*``. A column is named by its nominal fraction with the effective one beside it when
+    ``summary`` carries it."""
+    uninformative = dict(uninformative_inits or {})
     sub = summary[summary["metric"] == metric].copy()
     sig: set[tuple[str, str, float]] = set()
     if comparisons is not None and len(comparisons) and "significant" in comparisons:
-        c = comparisons[(comparisons["metric"] == metric) & comparisons["significant"].astype(bool)]
-        sig = {(r.init, r.protocol, float(r.fraction)) for r in c.itertuples()}
+        c = comparisons[comparisons["metric"] == metric]
+        c = c[flags(c, "significant", False) & flags(c, "informative", True)]
+        sig = {(r.init, r.protocol, float(r.fraction)) for r in c.itertuples()
+               if r.init not in uninformative}  # fmt: skip
+    at_chance = flags(sub, "at_chance", False)
     sub["cell"] = [
         with_ci(r.mean, r.ci_low, r.ci_high)
         + (" *" if (r.init, r.protocol, float(r.fraction)) in sig else "")
-        for r in sub.itertuples()
+        + (f" {AT_CHANCE}" if at else "")
+        for r, at in zip(sub.itertuples(), at_chance, strict=True)
     ]
+    sub["init"] = [f"{i} (uninformative)" if i in uninformative else i for i in sub["init"]]
     sub["fraction"] = sub["fraction"].astype(float)
     labels = fraction_labels(sub)
     table = sub.pivot_table(
@@ -263,10 +277,15 @@ THREE_QUESTIONS = {
 }
 
 
-def consistent_correct_faithful(traj: pd.DataFrame) -> pd.DataFrame:
+def consistent_correct_faithful(
+    traj: pd.DataFrame, min_gold: int = DEFAULT_MIN_GOLD
+) -> pd.DataFrame:
     """Per family and method, means over the models' final checkpoints (global rows) of
     the consistency, correctness and faithfulness scores of the trajectory table; columns
-    a study did not compute are left out."""
+    a study did not compute are left out. The C-Score mean leaves out the models none of
+    whose classes has a gold list of ``min_gold`` images (a C-Score over fewer is
+    uninformative, issue 15.5): the cell says how many, or "uninformative" when that is
+    every model; beside it, the mean number of classes with fewer than ``min_gold``."""
     if traj is None or traj.empty:
         return pd.DataFrame()
     glob = traj[traj["klass"] == -1]
@@ -276,4 +295,20 @@ def consistent_correct_faithful(traj: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     out = last.groupby(["family", "method"], sort=True)[list(cols.values())].mean()
     out = out.rename(columns={c: k for k, c in cols.items()}).map(num)
+    short = short_classes(traj, min_gold).set_index(["model", "method", "epoch"])
+    if "cscore" in cols.values() and len(short):
+        counts = short.reindex(list(zip(last["model"], last["method"], last["epoch"],
+                                        strict=True)))  # fmt: skip
+        judged = last.assign(short=counts["short"].to_numpy(), k=counts["k"].to_numpy())
+        judged = judged.assign(ok=~(judged["short"] >= judged["k"]))
+        label = f"classes with < {min_gold} gold images"
+        for key, g in judged.groupby(["family", "method"], sort=True):
+            ok, left = g[g["ok"]], int((~g["ok"]).sum())
+            cell = num(ok["cscore"].mean()) if len(ok) else "uninformative"
+            if left and len(ok):
+                cell += f" ({left} uninformative model{'s' if left > 1 else ''} left out)"
+            elif left:
+                cell += f" (no class with >= {min_gold} gold images)"
+            out.loc[key, "consistent: C-Score"] = cell
+            out.loc[key, label] = f"{g['short'].mean():g}/{g['k'].max():g}"
     return out.reset_index()

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from brainxai.evaluation.aggregate import min_n_boot
+from brainxai.evaluation.aggregate import flags, min_n_boot
 from brainxai.report.sources import StageData
 from brainxai.report.tables import num
 from brainxai.splits import LeakageError, check_leakage
@@ -199,6 +199,12 @@ def multiple_comparisons(stages: Mapping[str, StageData], metric: str) -> Threat
         f"{m}; {raw} have a raw bootstrap p < {alpha:g}, {adj} stay significant after Holm. "
         f"n_boot = {n_boot} (Holm over {m} tests can reject only with n_boot ≥ {need})."
     )
+    uninformative = int((~flags(c, "informative", True)).sum())
+    if uninformative:
+        found += (
+            f" {uninformative} compare two models at chance (uninformative: no finding, "
+            "no significance mark, whatever their p)."
+        )
     c3 = (stages["classify3d"].doc("classify3d") or {}).get("ablation", [])
     tested = [r for r in c3 if r.get("p_bootstrap") is not None]
     if tested:
