@@ -15,13 +15,13 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: venv study test test-all lint bench lock doctor clean
+.PHONY: venv study test test-all lint bench gpu-acceptance lock doctor clean
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make study   create .venv from requirements.lock (once), make the embedded data, run the study (dvc repro, smoke profile)"
 	@echo "make test    create .venv (once) and run the default test suite (not slow)"
-	@echo "make test-all | lint | bench | doctor | lock | clean"
+	@echo "make test-all | lint | bench | gpu-acceptance | doctor | lock | clean"
 
 # The venv is rebuilt only when the lock or the project metadata change.
 $(STAMP): requirements.lock pyproject.toml
@@ -50,6 +50,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+# On a GPU worker (one GPU, <= 8 min): every CUDA path against the CPU and every GPU target
+# (issue 18) -> reports/gpu_acceptance/gpu_acceptance.{json,md}. Exit 1 if a check failed.
+# GPU_ACCEPTANCE_ARGS="--dry-run" runs it on the CPU at tiny sizes; "--only CHECK ..." reruns some.
+GPU_ACCEPTANCE_ARGS ?=
+gpu-acceptance: $(STAMP)
+	$(BIN)/python benchmarks/gpu_acceptance.py --out-json reports/gpu_acceptance/gpu_acceptance.json \
+		--out-md reports/gpu_acceptance/gpu_acceptance.md $(GPU_ACCEPTANCE_ARGS)
 
 doctor: $(STAMP)
 	$(BIN)/brainxai doctor
