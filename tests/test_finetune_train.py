@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from brainxai.finetune.cell import CellData, run_finetune
@@ -81,3 +82,39 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement():
     )  # fmt: skip
     # lr 0 and eval mode: the val score never improves after epoch 1 -> stop at epoch 2
     assert res.stopped_early and seen == [1, 2] and res.best_epoch == 1
+
+
+def test_random_init_trains_its_backbone_at_its_own_lr_factor(tmp_path, monkeypatch):
+    """Random init (no backbone / ImageNet file): backbone LR = lr x
+    random_init_backbone_lr_factor; a pretrained backbone keeps backbone_lr_factor."""
+    import brainxai.finetune.cell as cell
+    from brainxai.finetune.model import build_classifier
+    from brainxai.finetune.tune import param_groups
+    from brainxai.ssl.checkpoint import save_backbone
+
+    items, images = toy_table(patients_per_group=6, size=40)
+    cache = Cache(images, items)
+    data = CellData.of(cache, items.loc[items["split"] == "train", "record_id"].tolist())
+    cfg = FinetuneConfig.from_dict({"tune": {**TUNE, "lr": 0.01, "backbone_lr_factor": 0.1,
+                                             "random_init_backbone_lr_factor": 0.5}})  # fmt: skip
+    peaks: list[set[float]] = []
+
+    class Seen(Exception):
+        pass
+
+    def spy(model, *args):
+        tc = args[4]
+        backbone = set(model.backbone.parameters())
+        peaks.append(sorted({round(g["peak"], 12) for g in param_groups(model, tc)
+                             if g["params"][0] in backbone}))  # fmt: skip
+        raise Seen
+
+    monkeypatch.setattr(cell, "finetune", spy)
+    spec = RunSpec("random", "finetune", 1.0, 0)
+    with pytest.raises(Seen):
+        cell.run_finetune(spec, cfg, BB, cache, data, "", "", tmp_path / "r")
+    ssl = save_backbone(build_classifier("resnet18", 17, 0.449, 0.226).backbone,
+                        tmp_path / "bb.safetensors")  # fmt: skip
+    with pytest.raises(Seen):
+        cell.run_finetune(spec, cfg, BB, cache, data, str(ssl), "", tmp_path / "s")
+    assert peaks == [[0.005], [0.001]]

@@ -17,6 +17,7 @@ test-split probabilities of the selected model, each checkpoint's training ``pha
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -151,9 +152,13 @@ def run_finetune(
     imagenet_path: str,
     run_dir: Path,
 ) -> dict[str, Any]:
-    """Full fine-tuning with early stopping on val macro-F1; see module doc."""
+    """Full fine-tuning with early stopping on val macro-F1; see module doc. A random
+    init (no backbone file, no ImageNet file) trains its backbone at
+    ``tune.random_init_backbone_lr_factor`` instead of ``backbone_lr_factor``."""
     t0 = time.perf_counter()
     tc = cfg.tune
+    if not backbone_path and not imagenet_path:
+        tc = dataclasses.replace(tc, backbone_lr_factor=tc.random_init_backbone_lr_factor)
     device = pick_device(tc.device)
     k = len(CLASS_NAMES)
     model = build_classifier(

