@@ -43,8 +43,9 @@ from brainxai.classify3d.config import (
 )
 from brainxai.classify3d.data import make_dataset
 from brainxai.classify3d.model import build_model
-from brainxai.classify3d.train import pick_device, train_epoch
+from brainxai.classify3d.train import train_epoch
 from brainxai.classify3d.transforms import IMAGE, MASK, augment_transforms, load_transforms
+from brainxai.devices import torch_device
 
 BACKBONES = {
     "densenet121": {"kind": "densenet"},
@@ -123,7 +124,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
 
-    device = pick_device(args.device)
+    device = torch_device(args.device)
     cuda = device.type == "cuda"
     torch.backends.cudnn.benchmark = cuda
     size = (args.size,) * 3

@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from brainxai.devices import torch_device
 from brainxai.finetune.config import ProbeConfig
-from brainxai.finetune.evaluate import forward_batches, pick_device
+from brainxai.finetune.evaluate import forward_batches
 from brainxai.finetune.probe import embed_images, train_linear_probe
 from brainxai.ssl import build_backbone
 
@@ -64,7 +65,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = torch_device(args.device)
     torch.manual_seed(0)
     backbone = build_backbone(args.arch, 0.449, 0.226).to(device).eval()
     imgs = images_of(args.images + args.eval_images, args.cache_size, seed=0)

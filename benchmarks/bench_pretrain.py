@@ -33,13 +33,13 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from brainxai.devices import torch_device
 from brainxai.ssl import AugmentConfig, MRIAugment, TrainConfig, build_backbone, framework_config
 from brainxai.ssl.cache import Cache, build_cache
 from brainxai.ssl.framework import Progress
 from brainxai.ssl.loader import BatchLoader
 from brainxai.ssl.optim import build_optimizer
 from brainxai.ssl.registry import build_framework
-from brainxai.ssl.train import pick_device
 
 
 def write_images(d: Path, n: int, seed: int = 0) -> list[Path]:
@@ -137,7 +137,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
-    device = pick_device(a.device)
+    device = torch_device(a.device)
     torch.manual_seed(0)
     cache_size = a.cache_size or round(a.size * 8 / 7)
     out: dict[str, object] = {

@@ -846,7 +846,7 @@ def check_vlm_bf16(ctx: Ctx, row: Row) -> Row:
 
     from brainxai.pseudolabel.config import TransformersConfig
     from brainxai.pseudolabel.proposers.transformers_vlm import TransformersBackend, load_vlm
-    from brainxai.pseudolabel.tiny_vlm import build_tiny_qwen3vl
+    from tests.tiny_vlm import build_tiny_qwen3vl
 
     s = ctx.size("vlm")
     model_dir = ctx.shared("tiny_vlm", lambda: build_tiny_qwen3vl(ctx.tmp / "tiny-qwen3vl"))
@@ -886,7 +886,7 @@ def check_vlm_bf16(ctx: Ctx, row: Row) -> Row:
         err,
         tol,
         "logits rel. err",
-        f"tiny random Qwen3-VL (tiny_vlm.build_tiny_qwen3vl), {len(images)} images, "
+        f"tiny random Qwen3-VL (tests/tiny_vlm.build_tiny_qwen3vl), {len(images)} images, "
         f"dtype on device {row.details['dtype_device']}; generate() batched",
     )
 

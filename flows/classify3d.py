@@ -28,7 +28,6 @@ best model of each fold logged as an MLflow model with its signature (logits) as
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -51,6 +50,7 @@ from brainxai.classify3d.report import (
     run_summary,
 )
 from brainxai.config import config_to_mapping
+from brainxai.hashing import file_sha256
 from brainxai.jsonio import write_json
 from brainxai.labels import DIAGNOSES_3D
 from brainxai.manifest import read_table
@@ -67,10 +67,6 @@ INDEX_COLUMNS = (
     "run", "init", "protocol", "fraction", "seed", "fold", "epoch", "path", "loader", "kind",
     "selected", "val_macro_f1", "backbone", "mask_source",
 )  # fmt: skip
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def plan_runs(
@@ -173,7 +169,7 @@ def classify3d_flow(
     patients_path = work / "patients.parquet"
     patients.to_parquet(patients_path, index=False)
     excluded.to_parquet(paths.processed / "classify3d_excluded.parquet", index=False)
-    sha = _sha256(patients_path)
+    sha = file_sha256(patients_path)
     spacing = params.get("standardize", {}).get("config", {}).get("spacing_mm")
     run_cfg = {
         k: config_to_mapping(getattr(cfg, k)) for k in ("data", "augment", "cv", "train", "model")

@@ -10,12 +10,12 @@ import mlflow
 from prefect import flow, get_run_logger
 
 from brainxai.atomic import save_json_atomic
+from brainxai.hashing import file_sha256
 from brainxai.paths import StudyPaths
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.difficulty import difficulty_probe
 from tasks.env import study_params
-from tasks.ingest import file_sha256
 from tasks.tracking import flatten, stage_run
 
 

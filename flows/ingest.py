@@ -11,6 +11,7 @@ import mlflow
 from prefect import flow, get_run_logger
 
 from brainxai.atomic import remove_stale_temps, remove_stale_temps_of, save_json_atomic
+from brainxai.hashing import file_sha256
 from brainxai.ingest import IngestConfig
 from brainxai.ingest.dicom import dicom_salt, salt_id
 from brainxai.ingest.sources import SourceError, check_sources, dvc_uncovered
@@ -18,7 +19,7 @@ from brainxai.paths import StudyPaths
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_params
-from tasks.ingest import file_sha256, ingest_source, split_and_card, tree_fingerprint
+from tasks.ingest import ingest_source, split_and_card, tree_fingerprint
 from tasks.tracking import stage_run
 
 

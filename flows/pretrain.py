@@ -23,6 +23,7 @@ from mlflow.models import infer_signature
 from prefect import flow, get_run_logger
 
 from brainxai.atomic import save_json_atomic
+from brainxai.hashing import file_sha256
 from brainxai.manifest import read_table
 from brainxai.paths import StudyPaths
 from brainxai.splits import check_subset_leakage
@@ -31,7 +32,6 @@ from brainxai.ssl.checkpoint import read_backbone
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_params
-from tasks.ingest import file_sha256
 from tasks.pretrain import framework_params, pretrain_cache, pretrain_framework
 from tasks.tracking import flatten, stage_run
 

@@ -17,7 +17,6 @@ only to measure.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger
 
+from brainxai.hashing import file_sha256
 from brainxai.jsonio import write_json
 from brainxai.manifest import read_table, write_table
 from brainxai.paths import StudyPaths
@@ -50,14 +50,6 @@ COLUMNS: tuple[str, ...] = (
     "box_iou", "voxels_truth", "voxels_coarse", "voxels_refined", "voxels_union",
     "n_malformed", "n_cached", "seconds_total",
 )  # fmt: skip
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def session_table(manifest: pd.DataFrame, root: Path) -> list[dict[str, Any]]:

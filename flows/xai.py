@@ -42,11 +42,11 @@ from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger
 
 from brainxai.atomic import save_json_atomic, to_csv_atomic, to_parquet_atomic, write_text_atomic
+from brainxai.hashing import file_sha256
 from brainxai.jsonio import write_json
 from brainxai.paths import StudyPaths
 from brainxai.xai.checkpoints import (
     checkpoint_fingerprint,
-    file_sha256,
     loader_module,
     read_index,
     select_checkpoints,

@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 from prefect.cache_policies import TASK_SOURCE, CachePolicy, Inputs
 from prefect.context import TaskRunContext
 
+from brainxai.hashing import file_sha256
 from brainxai.redact import redact
 from tasks.progress import track
 
@@ -58,7 +59,6 @@ from tasks.progress import track
 PROJECT_PACKAGES = ("brainxai", "tasks")
 #: Result key holding ``{path: sha256}`` of the files the result names.
 OUTPUT_HASHES = "output_sha256"
-CHUNK = 1 << 20
 #: Task parameter carrying the study root (added by :func:`run_cached`; not in the key).
 ROOT_PARAM = "study_root"
 #: How task inputs and stored results name the study root.
@@ -303,14 +303,6 @@ def expand(obj: Any, root: str | Path) -> Any:
 
 
 # ------------------------------------------------------------------------ output hashes
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _hashes(paths: Iterable[str]) -> dict[str, str]:

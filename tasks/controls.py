@@ -19,7 +19,6 @@ from brainxai.finetune.config import BackboneSpec, FinetuneConfig
 from brainxai.finetune.control_cell import run_control
 from brainxai.jsonio import write_json
 from brainxai.ssl.cache import Cache
-from brainxai.ssl.config import from_mapping
 from tasks.caching import code_policy, hashed_outputs
 from tasks.gpu import GPU_TAG, on_gpu_slot
 
@@ -58,7 +57,7 @@ def finetune_control(
         stale.unlink()
     res = run_control(
         control, Cache.open(cache_dir), train_record_ids, cfg, cfg.controls,
-        from_mapping(BackboneSpec, backbone), Path(root), out, tuple(cam_layers),
+        BackboneSpec.from_dict(backbone), Path(root), out, tuple(cam_layers),
     )  # fmt: skip
     rep.mkdir(parents=True, exist_ok=True)
     pred_path = rep / "predictions.parquet"

@@ -26,6 +26,7 @@ import torch
 from prefect import task
 
 from brainxai.atomic import to_csv_atomic, to_parquet_atomic, write_atomic, write_text_atomic
+from brainxai.devices import torch_device
 from brainxai.evaluation.aggregate import compare, summarise
 from brainxai.evaluation.fractions import with_effective
 from brainxai.evaluation.metrics import classification_metrics, save_confusion
@@ -34,7 +35,6 @@ from brainxai.evaluation.report import results_markdown
 from brainxai.finetune.cell import CellData, run_finetune, run_probe, run_twophase
 from brainxai.finetune.config import BackboneSpec, FinetuneConfig
 from brainxai.finetune.data import CLASS_NAMES, select_images
-from brainxai.finetune.evaluate import pick_device
 from brainxai.finetune.model import build_classifier
 from brainxai.finetune.probe import embed_images
 from brainxai.finetune.runs import RunSpec
@@ -42,7 +42,6 @@ from brainxai.finetune.sampling import effective_by_fraction
 from brainxai.jsonio import write_json
 from brainxai.manifest import read_table
 from brainxai.ssl.cache import IMAGES, INDEX, Cache, build_cache, fingerprint
-from brainxai.ssl.config import from_mapping
 from tasks.caching import (
     code_policy,
     from_root,
@@ -114,7 +113,7 @@ def finetune_embed(
     """Frozen-backbone features of every cached image, once per backbone (``.npy``);
     BatchNorm statistics first re-estimated on training-split images when
     ``bn_recalibration_images > 0`` (no labels are used)."""
-    spec = from_mapping(BackboneSpec, backbone)
+    spec = BackboneSpec.from_dict(backbone)
     model = build_classifier(
         spec.arch, len(CLASS_NAMES), spec.input_mean, spec.input_std,
         backbone_path=backbone_path, backbone_seed=backbone_seed,
@@ -123,7 +122,7 @@ def finetune_embed(
     t0 = time.perf_counter()
     train_rows = cache.index.loc[cache.index["ok"] & (cache.index["split"] == "train"), "row"]
     feats = embed_images(
-        model.backbone, cache.images, spec.image_size, batch_size, pick_device(device),
+        model.backbone, cache.images, spec.image_size, batch_size, torch_device(device),
         bn_rows=train_rows.to_numpy() if bn_recalibration_images else None,
         bn_max_images=bn_recalibration_images, seed=backbone_seed,
     )  # fmt: skip
@@ -168,7 +167,7 @@ def finetune_cell(
     """
     rs = RunSpec(**spec)
     cfg = FinetuneConfig.from_dict(protocol_cfg)
-    bb = from_mapping(BackboneSpec, backbone)
+    bb = BackboneSpec.from_dict(backbone)
     cache = Cache.open(cache_dir)
     data = CellData.of(cache, train_record_ids)
     out, rep = Path(run_dir), Path(report_dir)
@@ -201,7 +200,7 @@ def finetune_cell(
         "predictions": str(pred_path),
         "confusion_png": str(png),
         "confusion_csv": str(csv),
-        "device": str(pick_device(PROTOCOL_DEVICE[rs.protocol](cfg))),
+        "device": str(torch_device(PROTOCOL_DEVICE[rs.protocol](cfg))),
         "files": [*ckpts, str(pred_path), str(png), str(csv)],
     }
 

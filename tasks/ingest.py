@@ -14,15 +14,15 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from prefect import task
 
 from brainxai import ingest as ing
+from brainxai.hashing import file_sha256
 from brainxai.ingest.datacard import data_card, write_data_card
 from brainxai.ingest.grouping import grouping_report, load_embeddings, save_embeddings
 from brainxai.manifest import read_table, write_table
 from brainxai.splits import SplitConfig, assign_splits, check_leakage, check_split_sizes
-from tasks.caching import code_policy, file_sha256, hashed_outputs
+from tasks.caching import code_policy, hashed_outputs
 
 
 def tree_fingerprint(*roots: str | Path | None) -> str:
@@ -188,7 +188,3 @@ def split_and_card(
         else {},
         "files": [manifest_path, quarantine_path, card_md, card_json],
     }
-
-
-def manifest_frame(path: str | Path) -> pd.DataFrame:
-    return read_table(path)

@@ -33,7 +33,6 @@ from brainxai.ssl import (
     build_cache,
     fingerprint,
     framework_config,
-    from_mapping,
     pretrain,
     select_items,
 )
@@ -59,9 +58,9 @@ def spec_of(framework: str, cfg: dict[str, Any], data_id: str) -> PretrainSpec:
     return PretrainSpec(
         framework=framework,
         optim=framework_config(framework, cfg["framework"]),
-        train=from_mapping(TrainConfig, cfg["train"]),
-        augment=from_mapping(AugmentConfig, cfg["augment"]),
-        knn=from_mapping(KnnConfig, cfg["knn"]),
+        train=TrainConfig.from_dict(cfg["train"]),
+        augment=AugmentConfig.from_dict(cfg["augment"]),
+        knn=KnnConfig.from_dict(cfg["knn"]),
         data_id=data_id,
     )
 
@@ -77,8 +76,8 @@ def pretrain_cache(
     out_dir: str,
 ) -> dict[str, Any]:
     """Select the pretraining/monitor images and decode them once into ``out_dir/<id>/``."""
-    data = from_mapping(DataConfig, data_cfg)
-    items = select_items(read_table(manifest_path), data, from_mapping(KnnConfig, knn_cfg))
+    data = DataConfig.from_dict(data_cfg)
+    items = select_items(read_table(manifest_path), data, KnnConfig.from_dict(knn_cfg))
     fp = fingerprint(items, data.cache_size)
     cache_dir = Path(out_dir) / fp
     t0 = time.perf_counter()

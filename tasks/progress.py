@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from brainxai.config import config_from_mapping, config_to_mapping
+from brainxai.config import MappingConfig, config_to_mapping
 
 #: ``1``/``true``/``yes``: keep Prefect's task-run INFO logs on the command line.
 VERBOSE_ENV = "BRAINXAI_VERBOSE"
@@ -46,17 +46,13 @@ _TRUE = ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
-class ProgressConfig:
+class ProgressConfig(MappingConfig):
     """params.yaml ``progress`` (see there)."""
 
     enabled: bool = True
     interval_s: float = 30.0
     step_percent: float = 10.0
     refresh_s: float = 1.0
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> ProgressConfig:
-        return config_from_mapping(cls, d)
 
 
 _config: ProgressConfig | None = None

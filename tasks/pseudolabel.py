@@ -4,9 +4,9 @@ Cache key: the session's standardized files + their sha256 + the stage config + 
 source + a hash of ``brainxai.pseudolabel`` (and the standardization transforms code).
 Bad data (volumes off the brain mask's grid, a missing sequence) is not an exception for
 Prefect: the task returns a ``failed`` record with the reason, cached like a success.
-Transient trouble — ``OSError`` or a VLM endpoint that did not answer — is retried; the
-VLM answers already received are in the response cache, so a retry (or a re-run after a
-crash) asks only for the slices still missing.
+Transient trouble (:func:`tasks.transient.is_transient`: transient I/O, or a VLM endpoint
+that did not answer) is retried; the VLM answers already received are in the response
+cache, so a retry (or a re-run after a crash) asks only for the slices still missing.
 """
 
 from __future__ import annotations
@@ -17,21 +17,10 @@ from typing import Any
 from prefect import task
 
 from brainxai.pseudolabel import PseudolabelConfig, make_proposer, pseudolabel_subject
-from brainxai.pseudolabel.proposers.openai_client import EndpointError
 from brainxai.standardize import set_threads
 from tasks.caching import code_policy, hashed_outputs
 from tasks.gpu import GPU_TAG, on_gpu_slot
-
-
-def transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry condition: a flaky disk or endpoint, never bad data."""
-    try:
-        state.result()
-    except (OSError, EndpointError):
-        return True
-    except Exception:
-        return False
-    return False
+from tasks.transient import retry_on_transient_io
 
 
 @task(
@@ -41,7 +30,7 @@ def transient(task: Any, task_run: Any, state: Any) -> bool:
     task_run_name="pseudolabel-{subject}",
     retries=2,
     retry_delay_seconds=5,
-    retry_condition_fn=transient,
+    retry_condition_fn=retry_on_transient_io,
     tags=[GPU_TAG],
 )
 @hashed_outputs

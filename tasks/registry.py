@@ -34,9 +34,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from brainxai.hashing import file_sha256
 from brainxai.registry.champion import best_per_group, select_champion
 from brainxai.registry.config import FamilyConfig, alias_for
-from tasks.ingest import file_sha256
 from tasks.tracking import PARENT_ENV
 
 SHA_TAG = "brainxai.sha256"

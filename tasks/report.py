@@ -14,6 +14,7 @@ from typing import Any
 
 from prefect import task
 
+from brainxai.hashing import update_with_file
 from brainxai.report import StudyLayout, build_report
 from tasks.caching import code_policy, hashed_outputs
 
@@ -24,9 +25,7 @@ def inputs_fingerprint(root: str | Path, params: dict[str, Any]) -> str:
     h = hashlib.sha256()
     for f in layout.input_files():
         h.update(f.relative_to(layout.root).as_posix().encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+        update_with_file(h, f)
     return h.hexdigest()[:16]
 
 

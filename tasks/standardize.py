@@ -5,7 +5,7 @@ stage config + the task source + a hash of ``brainxai.standardize`` (see
 :mod:`tasks.caching`), so re-running the stage after adding one subject processes only
 that subject. Bad data (:class:`BadInput`) is not an exception for Prefect: the task
 returns a quarantine record, which is cached like a success, so a retry never re-runs
-on the same bad data. Only transient I/O errors (``OSError``) are retried.
+on the same bad data. Only transient I/O errors are retried (:mod:`tasks.transient`).
 
 ANTsPy holds the GIL, so subjects run in parallel in processes (Prefect's
 ``ProcessPoolTaskRunner``); each worker caps ITK's and torch's threads at
@@ -21,19 +21,7 @@ from prefect import task
 
 from brainxai.standardize import BadInput, StandardizeConfig, set_threads, standardize_subject
 from tasks.caching import code_policy, hashed_outputs
-
-
-def transient_io(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry condition: only ``OSError`` (a flaky disk/network share), never bad data."""
-    try:
-        state.result()
-    except BadInput:
-        return False
-    except OSError:
-        return True
-    except Exception:
-        return False
-    return False
+from tasks.transient import retry_on_transient_io
 
 
 def _quarantined(subject: str, reason: str, detail: str) -> dict[str, Any]:
@@ -52,7 +40,7 @@ def _quarantined(subject: str, reason: str, detail: str) -> dict[str, Any]:
     persist_result=True,
     task_run_name="standardize-{subject}",
     retries=1,
-    retry_condition_fn=transient_io,
+    retry_condition_fn=retry_on_transient_io,
 )
 @hashed_outputs
 def standardize_one(
@@ -79,7 +67,7 @@ def standardize_one(
     except BadInput as exc:
         return _quarantined(subject, exc.reason, exc.detail)
     except OSError:
-        raise  # transient I/O: retried (``transient_io``)
+        raise  # retried when transient (``retry_on_transient_io``)
     except Exception as exc:  # one subject's unexpected error must not abort the others
         return _quarantined(subject, "processing_error", f"{type(exc).__name__}: {exc}")
     files = [*res["files"].values(), *res["xfm_fwd"], *res["xfm_inv"]]

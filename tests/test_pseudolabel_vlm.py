@@ -176,7 +176,7 @@ def test_openai_crash_mid_session_then_resume_asks_only_missing_slices(
 
 def test_tiny_qwen3vl_load_prompt_generate_parse(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
-    from brainxai.pseudolabel.tiny_vlm import build_tiny_qwen3vl
+    from tests.tiny_vlm import build_tiny_qwen3vl
 
     model_dir = build_tiny_qwen3vl(tmp_path / "tiny-qwen3vl")
     cfg = _vlm_cfg("transformers", model_path=str(model_dir), batch_size=4, max_new_tokens=6,

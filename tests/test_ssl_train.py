@@ -5,6 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from brainxai.devices import torch_device as pick_device
 from brainxai.ssl import (
     AugmentConfig,
     KnnConfig,
@@ -19,7 +20,7 @@ from brainxai.ssl.checkpoint import checkpoints, load_checkpoint
 from brainxai.ssl.framework import Progress
 from brainxai.ssl.knn import knn_accuracy
 from brainxai.ssl.registry import FRAMEWORKS, build_framework
-from brainxai.ssl.train import Monitor, pick_device
+from brainxai.ssl.train import Monitor
 from tests.test_ssl_toydata import toy_cache
 
 SMALL = {

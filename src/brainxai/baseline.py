@@ -18,7 +18,6 @@ the lesion type is the hard part).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +34,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from brainxai.config import config_from_mapping
+from brainxai.config import MappingConfig
 
 
 @dataclass(frozen=True)
-class BaselineConfig:
+class BaselineConfig(MappingConfig):
     pixels_2d: int = 32
     voxels_3d: int = 16
     sequence_3d: str = "T1C+"
@@ -51,10 +50,6 @@ class BaselineConfig:
     cnn_lr: float = 2e-3
     cnn_width: int = 16
     seed: int = 0
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> BaselineConfig:
-        return config_from_mapping(cls, d)
 
 
 def _load_2d(path: Path, size: int) -> np.ndarray:

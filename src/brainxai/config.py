@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, Self, TypeVar, get_type_hints
 
 import yaml
 
@@ -149,3 +149,17 @@ def config_from_mapping(
 def config_to_mapping(obj: Any) -> dict[str, Any]:
     """JSON-able mapping of a config dataclass; ``config_from_mapping`` round-trips it."""
     return json_ready(dataclasses.asdict(obj))
+
+
+class MappingConfig:
+    """Base of every frozen config dataclass built from a ``params.yaml`` section: the one
+    spelling ``Config.from_dict(section)`` (:func:`config_from_mapping`) and
+    ``config.to_dict()`` (:func:`config_to_mapping`). A config with nested sections or
+    extra checks overrides ``from_dict`` and still ends in :func:`config_from_mapping`."""
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None = None) -> Self:
+        return config_from_mapping(cls, d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_mapping(self)

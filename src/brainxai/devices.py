@@ -29,6 +29,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 SLOTS_ENV = "BRAINXAI_GPU_SLOTS"
 LOCK_DIR_ENV = "BRAINXAI_GPU_LOCK_DIR"
@@ -81,6 +85,23 @@ def gpu_count() -> int:
     except Exception:
         n = -1
     return n if n >= 0 else torch.cuda.device_count()
+
+
+def resolve_device(device: Any = None) -> str:
+    """The one device rule: ``None``/``"auto"`` -> ``"cuda"`` when a GPU is visible, else
+    ``"cpu"``; any other name (or ``torch.device``) as given. Imports torch only for auto."""
+    if device is None or device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def torch_device(device: Any = None) -> torch.device:
+    """:func:`resolve_device` as a ``torch.device``."""
+    import torch
+
+    return torch.device(resolve_device(device))
 
 
 def default_lock_dir() -> Path:

@@ -45,14 +45,13 @@ import hashlib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from brainxai.config import config_from_mapping
+from brainxai.config import MappingConfig
 from brainxai.manifest import SPLITS
 
 
@@ -69,7 +68,7 @@ class LeakageError(ValueError):
 
 
 @dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(MappingConfig):
     """Split fractions, number of folds and seed."""
 
     train: float = 0.70
@@ -89,10 +88,6 @@ class SplitConfig:
             raise ValueError("the train fraction must be positive")
         if self.n_folds < 0 or self.n_folds == 1:
             raise ValueError("n_folds must be 0 (no folds) or >= 2")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> SplitConfig:
-        return config_from_mapping(cls, d)
 
     def fractions(self) -> dict[str, float]:
         return {"train": self.train, "val": self.val, "test": self.test}

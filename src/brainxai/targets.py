@@ -35,14 +35,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainxai.config import config_from_mapping
+from brainxai.config import MappingConfig
 
 PASS, FAIL, UNINFORMATIVE, NOT_RUN, INFO = "pass", "fail", "uninformative", "not run", "info"
 STATUSES = (PASS, FAIL, UNINFORMATIVE, NOT_RUN, INFO)
 
 
 @dataclass(frozen=True)
-class TargetsConfig:
+class TargetsConfig(MappingConfig):
     """Thresholds of the study's targets (``params.targets``; issue 15 items 1-3)."""
 
     #: Power: the 2D test split (patients, images).
@@ -68,10 +68,6 @@ class TargetsConfig:
     #: Family / protocol whose runs carry the gold-list target.
     gold_family: str = "finetune"
     gold_protocol: str = "finetune"
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> TargetsConfig:
-        return config_from_mapping(cls, d)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from brainxai.config import config_from_mapping
+from brainxai.config import MappingConfig, config_from_mapping
 
 #: Mask sources a variant may name: pseudo-label columns, and the true lesion (oracle).
 PSEUDO_MASKS = ("coarse_path", "refined_path", "union_path")
@@ -20,7 +20,7 @@ TRUE_MASK = "std_lesion_path"
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(MappingConfig):
     """MONAI dictionary augmentations (spatial ones move image and mask together)."""
 
     rot90_prob: float = 0.5  # rot90 in the axial plane
@@ -30,13 +30,9 @@ class AugmentConfig:
     gamma_prob: float = 0.15
     gamma: tuple[float, float] = (0.9, 1.1)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> AugmentConfig:
-        return config_from_mapping(cls, d)
-
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(MappingConfig):
     """Which volumes, at what size, cached how."""
 
     sequence: str = "T1C+"
@@ -53,13 +49,9 @@ class DataConfig:
         if len(self.input_size) != 3 or min(self.input_size) < 8:
             raise ValueError(f"data.input_size must be three sizes >= 8, got {self.input_size}")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> DataConfig:
-        return config_from_mapping(cls, d)
-
 
 @dataclass(frozen=True)
-class CVConfig:
+class CVConfig(MappingConfig):
     """Stratified patient-level k-fold cross-validation.
 
     ``pool``: the manifest splits whose patients enter the CV. Default ``[train, val]``:
@@ -82,13 +74,9 @@ class CVConfig:
         if not 0.0 < self.inner_val_fraction < 1.0:
             raise ValueError("cv.inner_val_fraction must be in (0, 1)")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> CVConfig:
-        return config_from_mapping(cls, d)
-
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(MappingConfig):
     """The optimisation loop (paper 003 §"Training")."""
 
     epochs: int = 250
@@ -114,22 +102,14 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.accumulate < 1:
             raise ValueError("train.epochs, batch_size and accumulate must be >= 1")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> TrainConfig:
-        return config_from_mapping(cls, d)
-
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(MappingConfig):
     """The fusion head: ``y = Linear(Concat(GAP(F), GAP(F ⊗ w)))``; ``w = σ(MLP(z))``."""
 
     dropout: float = 0.2
     reduction: int = 16  # MLP hidden width = channels // reduction (at least 1)
     eps: float = 1e-6  # masked average pooling: Σ F·M / (Σ M + eps)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> ModelConfig:
-        return config_from_mapping(cls, d)
 
 
 #: Paper 003, Table 2: ablation row -> (VLM-C, Refine, MCA). VLM-C: a coarse mask from the
@@ -149,7 +129,7 @@ REFINED_MASK = "union_path"
 
 
 @dataclass(frozen=True)
-class VariantConfig:
+class VariantConfig(MappingConfig):
     """One ablation row: where the mask comes from and how the model uses it.
 
     ``mask``: ``None`` (no mask), a pseudo-label column (:data:`PSEUDO_MASKS`) or the true
@@ -231,21 +211,13 @@ class VariantConfig:
             "roi": self.roi,
         }
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> VariantConfig:
-        return config_from_mapping(cls, d)
-
 
 @dataclass(frozen=True)
-class StatsConfig:
+class StatsConfig(MappingConfig):
     """Paired significance tests of each ablation row against the base row."""
 
     n_bootstrap: int = 2000
     alpha: float = 0.05
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> StatsConfig:
-        return config_from_mapping(cls, d)
 
 
 def _variants(d: dict[str, Any]) -> dict[str, VariantConfig]:
@@ -253,7 +225,7 @@ def _variants(d: dict[str, Any]) -> dict[str, VariantConfig]:
 
 
 @dataclass(frozen=True)
-class Classify3DConfig:
+class Classify3DConfig(MappingConfig):
     """The whole stage: data, CV, model, loop, ablation rows and backbone comparison."""
 
     data: DataConfig = field(default_factory=DataConfig)

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.transforms import Compose
@@ -136,7 +135,3 @@ def make_dataset(
         cache_dir.mkdir(parents=True, exist_ok=True)
         return PersistentDataset(data, transform, cache_dir=cache_dir)
     return CacheDataset(data, transform, cache_rate=1.0, num_workers=0, progress=False)
-
-
-def labels_of(patients: pd.DataFrame) -> np.ndarray:
-    return patients["y"].to_numpy(dtype=np.int64)

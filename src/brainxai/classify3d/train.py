@@ -35,6 +35,7 @@ from brainxai.classify3d.config import (
 from brainxai.classify3d.data import make_dataset
 from brainxai.classify3d.model import Classify3DModel, build_model, save_model
 from brainxai.classify3d.transforms import IMAGE, MASK, augment_transforms, load_transforms
+from brainxai.devices import torch_device
 from brainxai.evaluation.metrics import classification_metrics
 
 
@@ -54,12 +55,6 @@ class FoldResult:
     volumes_per_s: float
     stopped_early: bool
     model: Classify3DModel | None = field(default=None, repr=False)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _inputs(batch: dict, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, ...]:
@@ -167,7 +162,7 @@ def train_fold(
 ) -> FoldResult:
     """Train on ``train_data``, select the epoch on ``val_data``, predict each eval set."""
     t_start = time.perf_counter()
-    device = pick_device(train_cfg.device)
+    device = torch_device(train_cfg.device)
     cuda = device.type == "cuda"
     bf16 = cuda and train_cfg.bf16
     channels_last = cuda and train_cfg.channels_last

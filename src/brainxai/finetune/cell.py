@@ -28,9 +28,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from brainxai.devices import torch_device
 from brainxai.finetune.config import BackboneSpec, FinetuneConfig
 from brainxai.finetune.data import CLASS_NAMES, encode_labels
-from brainxai.finetune.evaluate import forward_batches, pick_device, softmax_np
+from brainxai.finetune.evaluate import forward_batches, softmax_np
 from brainxai.finetune.model import Classifier, build_classifier, save_classifier
 from brainxai.finetune.probe import EpochHead, train_linear_probe
 from brainxai.finetune.runs import RunSpec, checkpoint_meta, frozen_epochs, phase_of
@@ -159,7 +160,7 @@ def run_finetune(
     tc = cfg.tune
     if not backbone_path and not imagenet_path:
         tc = dataclasses.replace(tc, backbone_lr_factor=tc.random_init_backbone_lr_factor)
-    device = pick_device(tc.device)
+    device = torch_device(tc.device)
     k = len(CLASS_NAMES)
     model = build_classifier(
         backbone.arch, k, backbone.input_mean, backbone.input_std,
@@ -192,7 +193,7 @@ def run_twophase(
     """Paper 004's two-phase protocol (frozen backbone, then every layer); see module doc."""
     t0 = time.perf_counter()
     tp = cfg.twophase
-    device = pick_device(tp.device)
+    device = torch_device(tp.device)
     model = build_classifier(
         backbone.arch, len(CLASS_NAMES), backbone.input_mean, backbone.input_std,
         backbone_path=backbone_path, backbone_seed=spec.seed,

@@ -1,6 +1,6 @@
 """Every knob of the label-fraction fine-tuning stage, from ``params.yaml`` (``finetune``).
 
-``from_mapping`` (shared with :mod:`brainxai.ssl.config`) rejects unknown keys. The
+``Config.from_dict`` (:class:`brainxai.config.MappingConfig`) rejects unknown keys. The
 backbone's architecture and input normalisation are NOT here: they come from
 ``pretrain.train`` so a classifier always matches the backbone it loads.
 """
@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from brainxai.ssl.config import AugmentConfig, from_mapping, to_dict
+from brainxai.config import MappingConfig, config_from_mapping
+from brainxai.ssl.config import AugmentConfig
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(MappingConfig):
     """The decoded image cache of the 2D classification task and the leakage check."""
 
     #: Manifest ``dataset`` values that feed the 2D task (the Kaggle-17 layout).
@@ -29,7 +30,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
+class ProbeConfig(MappingConfig):
     """Linear probe on cached frozen-backbone embeddings (standardised, head folded back)."""
 
     epochs: int = 30
@@ -48,7 +49,7 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
-class TuneConfig:
+class TuneConfig(MappingConfig):
     """Full fine-tuning: discriminative LRs, cosine schedule, early stopping on val macro-F1."""
 
     epochs: int = 30
@@ -94,7 +95,7 @@ TWOPHASE_SELECTIONS: tuple[str, ...] = ("last", "best_val")
 
 
 @dataclass(frozen=True)
-class TwoPhaseConfig:
+class TwoPhaseConfig(MappingConfig):
     """Paper 004's training protocol (§3.1) as one run: phase 1, *transfer learning*, for
     ``frozen_epochs`` epochs (backbone frozen - parameters and BatchNorm statistics - the
     head trained with Adam, cosine-annealed); then phase 2, *fine-tuning*, for
@@ -159,7 +160,7 @@ CONTROLS: tuple[str, ...] = ("positive", "shortcut", "random_labels")
 
 
 @dataclass(frozen=True)
-class ControlsConfig:
+class ControlsConfig(MappingConfig):
     """Knobs and targets of the planted controls (``params.finetune.controls``)."""
 
     #: Controls run in every study (any of :data:`CONTROLS`; empty = none).
@@ -199,16 +200,9 @@ class ControlsConfig:
         if not 0 < self.fraction <= 1:
             raise ValueError("fraction must be in (0, 1]")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> ControlsConfig:
-        return from_mapping(cls, d or {})
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
-
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(MappingConfig):
     """The stage: which inits, fractions, seeds and protocols; where things go."""
 
     inits: tuple[str, ...] = ("simclr", "byol", "dino", "mocov3", "random")
@@ -254,12 +248,12 @@ class FinetuneConfig:
         d = dict(d or {})
         nested = {"data": DataConfig, "probe": ProbeConfig, "controls": ControlsConfig}
         for key, sub in nested.items():
-            d[key] = from_mapping(sub, d.get(key))
+            d[key] = sub.from_dict(d.get(key))
         for key, sub in (("tune", TuneConfig), ("twophase", TwoPhaseConfig)):
             section = dict(d.get(key) or {})
-            section["augment"] = from_mapping(AugmentConfig, section.get("augment"))
-            d[key] = from_mapping(sub, section)
-        cfg = from_mapping(cls, d)
+            section["augment"] = AugmentConfig.from_dict(section.get("augment"))
+            d[key] = sub.from_dict(section)
+        cfg = config_from_mapping(cls, d)
         for f in cfg.fractions:
             if not 0.0 < f <= 1.0:
                 raise ValueError(f"label fractions must be in (0, 1], got {f}")
@@ -268,12 +262,9 @@ class FinetuneConfig:
             raise ValueError(f"unknown protocols {unknown}; known: {sorted(PROTOCOLS)}")
         return cfg
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
-
 
 @dataclass(frozen=True)
-class BackboneSpec:
+class BackboneSpec(MappingConfig):
     """The backbone every classifier uses (from ``pretrain.train``)."""
 
     arch: str = "resnet18"

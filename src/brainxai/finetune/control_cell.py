@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from brainxai.devices import torch_device
 from brainxai.finetune.cell import CellData, run_finetune
 from brainxai.finetune.config import BackboneSpec, FinetuneConfig
 from brainxai.finetune.controls import (
@@ -29,7 +30,7 @@ from brainxai.finetune.controls import (
     tag_slots,
 )
 from brainxai.finetune.data import CLASS_NAMES
-from brainxai.finetune.evaluate import forward_batches, macro_f1, pick_device
+from brainxai.finetune.evaluate import forward_batches, macro_f1
 from brainxai.finetune.model import load_classifier
 from brainxai.finetune.runs import RunSpec
 from brainxai.ssl.cache import Cache
@@ -156,7 +157,7 @@ def run_control(
     selected = next(c for c in res["checkpoints"] if c["selected"])
     model, _ = load_classifier(selected["path"])
     model.eval()
-    device = pick_device(cfg.tune.device)
+    device = torch_device(cfg.tune.device)
     preds = res["predictions"]
     y, yhat = preds["y_true"].to_numpy(), preds["y_pred"].to_numpy()
     val_logits = forward_batches(model.to(device), var.images[data.val["row"].to_numpy()],

@@ -14,13 +14,6 @@ from torch import nn
 from brainxai.ssl.augment import center_view
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` = CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 @torch.no_grad()
 def forward_batches(
     module: nn.Module, images: np.ndarray, size: int, batch_size: int, device: torch.device

@@ -186,11 +186,6 @@ def record_id(dataset: str, rel_path: str) -> str:
     return hashlib.sha256(f"{dataset}:{rel_path}".encode()).hexdigest()[:16]
 
 
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def salted_hash(salt: str, value: str, n: int = 16) -> str:
     return hashlib.sha256(f"{salt}\0{value}".encode()).hexdigest()[:n]
 

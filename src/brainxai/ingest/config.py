@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from brainxai.config import config_from_mapping
+from brainxai.config import MappingConfig, config_from_mapping
 from brainxai.ingest.grouping import SubjectGroupingConfig
 
 Layout = Literal["kaggle17", "kermany", "bids", "dicom"]
@@ -14,7 +14,7 @@ LAYOUTS: tuple[str, ...] = get_args(Layout)
 
 
 @dataclass(frozen=True)
-class IngestConfig:
+class IngestConfig(MappingConfig):
     """How to scan, validate and de-duplicate one source.
 
     ``phash_threshold`` is a Hamming distance in bits of a 64-bit perceptual hash;

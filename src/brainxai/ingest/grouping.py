@@ -56,7 +56,7 @@ from PIL import Image
 from scipy import ndimage
 
 from brainxai.atomic import write_atomic
-from brainxai.config import config_from_mapping
+from brainxai.config import MappingConfig
 from brainxai.ingest.dedup import INFERRED_SUBJECT_SOURCES, components
 from brainxai.splits import LeakageError
 
@@ -70,7 +70,7 @@ BLOCK_ROWS = 512
 
 
 @dataclass(frozen=True)
-class SubjectGroupingConfig:
+class SubjectGroupingConfig(MappingConfig):
     """``ingest.config.subject_grouping`` (see the module doc)."""
 
     policy: str = "group"
@@ -88,10 +88,6 @@ class SubjectGroupingConfig:
             raise ValueError(
                 "subject_grouping: foreground_level in [0, 1), min_similarity in [-1, 1]"
             )
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> SubjectGroupingConfig:
-        return config_from_mapping(cls, d)
 
 
 # ------------------------------------------------------------------------- embedding

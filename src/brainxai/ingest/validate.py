@@ -17,7 +17,8 @@ import numpy as np
 from nibabel.openers import ImageOpener
 from PIL import Image, UnidentifiedImageError
 
-from brainxai.ingest.common import Rejected, fmt_shape, fmt_spacing, sha256_file, spacing_ok
+from brainxai.hashing import file_sha256
+from brainxai.ingest.common import Rejected, fmt_shape, fmt_spacing, spacing_ok
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def examine_2d(path: Path, min_side: int, max_pixels: int | None = None) -> File
     """
     if path.stat().st_size == 0:
         raise Rejected("empty_file", "0 bytes")
-    digest = sha256_file(path)
+    digest = file_sha256(path)
     try:
         with Image.open(path) as im:
             if getattr(im, "n_frames", 1) > 1:
@@ -149,7 +150,7 @@ def examine_nifti(path: Path, min_dim: int, max_bytes: int | None = None) -> Fil
     data read, values, phash. ``max_bytes`` caps ``prod(shape) * itemsize`` (header)."""
     if path.stat().st_size == 0:
         raise Rejected("empty_file", "0 bytes")
-    digest = sha256_file(path)
+    digest = file_sha256(path)
     try:
         img = nib.load(str(path), mmap=False)
         shape = tuple(int(s) for s in img.shape)

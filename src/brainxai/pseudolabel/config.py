@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from brainxai.config import config_from_mapping
+from brainxai.config import MappingConfig, config_from_mapping
 from brainxai.redact import has_credentials, is_loopback_host, redact_url
 
 
@@ -75,7 +75,7 @@ def coords_for_model(coords: str, model: str) -> CoordSystem:
 
 
 @dataclass(frozen=True)
-class SliceConfig:
+class SliceConfig(MappingConfig):
     """Which axial slices are shown, and how they are rendered for a VLM.
 
     ``sequences``: the sequences a VLM is asked about (one image per slice and sequence);
@@ -101,13 +101,9 @@ class SliceConfig:
         if self.render_size < 16:
             raise ValueError("slices.render_size must be >= 16")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> SliceConfig:
-        return config_from_mapping(cls, d)
-
 
 @dataclass(frozen=True)
-class ClassicalConfig:
+class ClassicalConfig(MappingConfig):
     """Weight-free proposer: robust-z abnormality maps on the standardized volumes.
 
     ``channels``: ``"SEQ"`` (hyperintensity of a sequence), ``"A-B"`` (subtraction, e.g.
@@ -133,13 +129,9 @@ class ClassicalConfig:
         if self.max_boxes_per_slice < 1 or self.min_area_px < 1:
             raise ValueError("classical: max_boxes_per_slice and min_area_px must be >= 1")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> ClassicalConfig:
-        return config_from_mapping(cls, d)
-
 
 @dataclass(frozen=True)
-class PromptConfig:
+class PromptConfig(MappingConfig):
     """Prompt template files (package ``prompt_templates/`` or a path) and the answer's coordinates.
 
     ``set``: ``expert`` (this project's prompt: box the tumour core, leave the oedema out)
@@ -172,13 +164,9 @@ class PromptConfig:
         """The first question's template file of the chosen set."""
         return str(getattr(self, self.set))
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> PromptConfig:
-        return config_from_mapping(cls, d)
-
 
 @dataclass(frozen=True)
-class TransformersConfig:
+class TransformersConfig(MappingConfig):
     """A local Hugging Face image-text-to-text model (Qwen3-VL), batched greedy decoding.
 
     ``model_path``: a directory from ``save_pretrained`` / ``hf download`` (nothing is
@@ -197,13 +185,9 @@ class TransformersConfig:
         if self.batch_size < 1 or self.max_new_tokens < 1:
             raise ValueError("transformers: batch_size and max_new_tokens must be >= 1")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> TransformersConfig:
-        return config_from_mapping(cls, d)
-
 
 @dataclass(frozen=True)
-class OpenAIConfig:
+class OpenAIConfig(MappingConfig):
     """Any OpenAI-compatible chat endpoint (vLLM, ``transformers serve``, Ollama...).
 
     The key is read from the environment variable ``api_key_env`` (never from params).
@@ -252,10 +236,6 @@ class OpenAIConfig:
         check_endpoint(url, self.allow_insecure_http)
         return url
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> OpenAIConfig:
-        return config_from_mapping(cls, d)
-
 
 def check_endpoint(url: str, allow_insecure_http: bool = False) -> None:
     """Refuse an endpoint URL that is not ``http(s)://host...``, or plain ``http://`` to a
@@ -274,7 +254,7 @@ def check_endpoint(url: str, allow_insecure_http: bool = False) -> None:
 
 
 @dataclass(frozen=True)
-class PriorConfig:
+class PriorConfig(MappingConfig):
     """Boxes -> coarse 3D prior: ``P = dilate_r(G_sigma * B)``; coarse mask ``P >= level``.
 
     ``B`` stacks the slices' boxes; ``sigma_mm`` the Gaussian, ``dilate_mm`` the radius of
@@ -293,13 +273,9 @@ class PriorConfig:
         if not 0.0 < self.coarse_level <= 1.0 or not 0.0 < self.tau <= 1.0:
             raise ValueError("prior: tau and coarse_level must be in (0, 1]")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> PriorConfig:
-        return config_from_mapping(cls, d)
-
 
 @dataclass(frozen=True)
-class RefineConfig:
+class RefineConfig(MappingConfig):
     """Voxel-wise MLP on intensity features, trained on the prior's confident voxels.
 
     Features per voxel: every sequence's intensity, local mean and standard deviation in
@@ -333,13 +309,9 @@ class RefineConfig:
         if not 0.0 < self.threshold < 1.0:
             raise ValueError("refine.threshold must be in (0, 1)")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> RefineConfig:
-        return config_from_mapping(cls, d)
-
 
 @dataclass(frozen=True)
-class PseudolabelConfig:
+class PseudolabelConfig(MappingConfig):
     """The whole stage; ``proposer`` picks the box source."""
 
     proposer: ProposerKind = "classical"

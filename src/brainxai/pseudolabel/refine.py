@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from brainxai.devices import resolve_device
 from brainxai.pseudolabel.config import RefineConfig
-from brainxai.pseudolabel.device import pick_device
 from brainxai.pseudolabel.volumes import SubjectVolumes
 
 COORD_SCALE_MM = 100.0
@@ -30,17 +30,6 @@ def _odd(n: float) -> int:
     """The odd cube side (voxels) nearest above ``n``: 3 mm at 1 mm -> 3, 4 mm at 2 mm -> 3."""
     k = max(1, round(n))
     return k if k % 2 else k + 1
-
-
-def feature_names(cfg: RefineConfig) -> list[str]:
-    names = []
-    for seq in cfg.sequences:
-        names.append(seq)
-        for s in cfg.scales_mm:
-            names += [f"{seq}:mean{s:g}", f"{seq}:std{s:g}"]
-    if cfg.use_coords:
-        names += ["x_mm", "y_mm", "z_mm"]
-    return names
 
 
 def voxel_features(subject: SubjectVolumes, idx: np.ndarray, cfg: RefineConfig) -> np.ndarray:
@@ -99,7 +88,7 @@ def train_mlp(x: np.ndarray, y: np.ndarray, cfg: RefineConfig, seed: int) -> Vox
     stays below 0.5, while tumour (absent from the negatives) scores near 1.
     ``balanced`` weighs positives by ``n_neg / n_pos`` instead.
     """
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     mean = x.mean(axis=0)
     std = np.maximum(x.std(axis=0), 1e-6)
     gen = torch.Generator().manual_seed(seed)

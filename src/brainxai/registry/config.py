@@ -6,14 +6,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from brainxai.config import config_from_mapping, config_to_mapping
+from brainxai.config import MappingConfig, config_from_mapping
 
 #: MLflow registered-model names and aliases: letters, digits, ``-`` and ``_``.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
 @dataclass(frozen=True)
-class FamilyConfig:
+class FamilyConfig(MappingConfig):
     """One task's registered model.
 
     ``metric`` is a VALIDATION metric of the candidate table (never a test metric);
@@ -38,13 +38,9 @@ class FamilyConfig:
             self, "exclude", {str(k): tuple(str(v) for v in vs) for k, vs in self.exclude.items()}
         )
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> FamilyConfig:
-        return config_from_mapping(cls, d)
-
 
 @dataclass(frozen=True)
-class RegistryConfig:
+class RegistryConfig(MappingConfig):
     """``ssl`` backbones, fine-tuned ``classifier_2d`` and ``classifier_3d`` families."""
 
     ssl: FamilyConfig
@@ -60,9 +56,6 @@ class RegistryConfig:
     def from_dict(cls, d: dict[str, Any] | None) -> RegistryConfig:
         nested = {k: FamilyConfig for k in ("ssl", "classifier_2d", "classifier_3d")}
         return config_from_mapping(cls, d, nested=nested)
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_to_mapping(self)
 
 
 def alias_for(*parts: Any) -> str:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from brainxai.config import config_from_mapping, config_to_mapping
+from brainxai.config import MappingConfig
 
 
 @dataclass(frozen=True)
-class ReportConfig:
+class ReportConfig(MappingConfig):
     """What the report shows and how figures are drawn.
 
     ``metric`` is the fine-tuning headline metric (a ``summary.csv`` metric); the per-class
@@ -49,11 +48,3 @@ class ReportConfig:
             raise ValueError("overlay_alpha must be within [0, 1]")
         if not 0.0 < self.ci_level < 1.0:
             raise ValueError("ci_level must be within (0, 1)")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> ReportConfig:
-        """Build from a (YAML) mapping; unknown keys are an error."""
-        return config_from_mapping(cls, d)
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_to_mapping(self)

@@ -17,8 +17,6 @@ from brainxai.ssl.config import (
     KnnConfig,
     OptimConfig,
     TrainConfig,
-    from_mapping,
-    to_dict,
 )
 from brainxai.ssl.dataset import select_items
 from brainxai.ssl.knn import embed, knn_accuracy

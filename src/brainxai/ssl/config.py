@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from brainxai.config import config_from_mapping, config_to_mapping
+from brainxai.config import MappingConfig, config_to_mapping
 
-#: Re-exported: every stage builds its config dataclasses with the same helpers.
-from_mapping = config_from_mapping
+#: Kept for flows/finetune.py only (the one spelling is ``config.to_dict()``).
 to_dict = config_to_mapping
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(MappingConfig):
     """What is pretrained on and how it is cached (decoded once, uint8, memory-mapped)."""
 
     #: Side of the square cached images (pad to square, then resize); crops are taken from it.
@@ -41,7 +40,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(MappingConfig):
     """MRI-aware augmentation (grayscale: no hue/saturation jitter, no random grayscale).
 
     Geometry: random resized crop (scale of the image area, aspect ratio), flips, small
@@ -71,7 +70,7 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(MappingConfig):
     """The training loop (cosine LR with warmup, checkpoints, device options)."""
 
     arch: str = "resnet18"
@@ -103,7 +102,7 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class KnnConfig:
+class KnnConfig(MappingConfig):
     """kNN monitor (weighted kNN of Wu et al. 2018 via lightly's ``knn_predict``)."""
 
     every: int = 1
@@ -122,7 +121,7 @@ class KnnConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(MappingConfig):
     """Optimizer of one framework: peak LR = ``base_lr * batch_size / 256`` (linear scaling)."""
 
     optimizer: str = "lars"  # lars | adamw | sgd

@@ -7,7 +7,7 @@ from typing import Any
 
 from brainxai.ssl.backbone import Backbone
 from brainxai.ssl.byol import BYOL, BYOLConfig
-from brainxai.ssl.config import OptimConfig, from_mapping
+from brainxai.ssl.config import OptimConfig
 from brainxai.ssl.dino import DINO, DINOConfig
 from brainxai.ssl.framework import Framework
 from brainxai.ssl.mocov3 import MoCoV3, MoCoV3Config
@@ -26,7 +26,7 @@ FRAMEWORKS: dict[str, tuple[type[OptimConfig], type[Framework]]] = {
 def framework_config(name: str, d: Mapping[str, Any] | None) -> OptimConfig:
     if name not in FRAMEWORKS:
         raise ValueError(f"unknown framework {name!r}; known: {sorted(FRAMEWORKS)}")
-    return from_mapping(FRAMEWORKS[name][0], d)
+    return FRAMEWORKS[name][0].from_dict(d)
 
 
 def build_framework(

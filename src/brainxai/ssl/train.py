@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from brainxai.devices import torch_device
 from brainxai.ssl.augment import MRIAugment
 from brainxai.ssl.backbone import Backbone, build_backbone
 from brainxai.ssl.batchnorm import recalibrate_batchnorm
@@ -39,7 +40,7 @@ from brainxai.ssl.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from brainxai.ssl.config import AugmentConfig, KnnConfig, OptimConfig, TrainConfig, to_dict
+from brainxai.ssl.config import AugmentConfig, KnnConfig, OptimConfig, TrainConfig
 from brainxai.ssl.dataset import label_codes
 from brainxai.ssl.framework import Framework, Progress
 from brainxai.ssl.knn import embed, knn_accuracy
@@ -66,21 +67,15 @@ class PretrainSpec:
         blob = json.dumps(
             {
                 "framework": self.framework,
-                "optim": to_dict(self.optim),
-                "train": to_dict(self.train),
-                "augment": to_dict(self.augment),
-                "knn": to_dict(self.knn),
+                "optim": self.optim.to_dict(),
+                "train": self.train.to_dict(),
+                "augment": self.augment.to_dict(),
+                "knn": self.knn.to_dict(),
                 "data_id": self.data_id,
             },
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _step_seed(seed: int, step: int) -> int:
@@ -166,7 +161,7 @@ def pretrain(
     """
     t, out = spec.train, Path(out_dir)
     ckpt_dir = out / "checkpoints"
-    device = pick_device(t.device)
+    device = torch_device(t.device)
     cuda = device.type == "cuda"
     torch.manual_seed(t.seed)
     idx = cache.index

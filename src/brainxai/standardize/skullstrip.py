@@ -23,6 +23,7 @@ import ants
 import numpy as np
 from scipy import ndimage
 
+from brainxai.devices import resolve_device
 from brainxai.standardize.config import RegistrationConfig, SkullStripConfig
 from brainxai.standardize.errors import BadInput
 from brainxai.standardize.register import apply, register
@@ -35,15 +36,6 @@ BRIGHT_FACTOR = 1.15
 
 class MissingWeights(RuntimeError):
     """A learned backend's shipped weights are absent (no download is attempted)."""
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is present, else ``cpu``."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def hdbet_weights(mode: str) -> list[Path]:

@@ -7,11 +7,9 @@ module-level tables in :mod:`brainxai.synth.lesions` and :mod:`brainxai.synth.co
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
-from brainxai.config import config_from_mapping, json_ready
+from brainxai.config import MappingConfig, json_ready
 
 #: Axis codes accepted in ``orientation_choices`` (three letters, one of R/L, A/P, S/I each).
 _AXIS_PAIRS = ({"R", "L"}, {"A", "P"}, {"S", "I"})
@@ -20,7 +18,7 @@ Range = tuple[float, float]
 
 
 @dataclass(frozen=True)
-class SynthConfig:
+class SynthConfig(MappingConfig):
     """Generator parameters (lengths in mm, angles in degrees, fractions in [0, 1])."""
 
     # --- template and cohort size -------------------------------------------------
@@ -139,15 +137,6 @@ class SynthConfig:
         for code in self.orientation_choices:
             if len(code) != 3 or any(sum(c in pair for c in code) != 1 for pair in _AXIS_PAIRS):
                 raise ValueError(f"SynthConfig: bad orientation code {code!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> SynthConfig:
-        """Build from a (YAML) mapping (:func:`brainxai.config.config_from_mapping`)."""
-        return config_from_mapping(cls, d)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able mapping (tuples become lists); ``from_dict(to_dict())`` round-trips."""
-        return json_ready(dataclasses.asdict(self))
 
 
 __all__ = ["SynthConfig", "json_ready"]

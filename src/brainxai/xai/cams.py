@@ -48,7 +48,8 @@ from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, Score
 from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from torch import nn
 
-from brainxai.config import config_from_mapping, config_to_mapping
+from brainxai.config import MappingConfig
+from brainxai.devices import torch_device
 from brainxai.xai import gradients as grads_mod
 from brainxai.xai.layers import target_layers
 from brainxai.xai.normalise import minmax_normalise
@@ -59,7 +60,7 @@ METHODS = CAM_METHODS + GRADIENT_METHODS
 
 
 @dataclass(frozen=True)
-class CamConfig:
+class CamConfig(MappingConfig):
     """Heatmap knobs (defaults: paper 004 for CAMs, Smilkov et al. / Sundararajan et al.)."""
 
     #: Images per forward/backward pass.
@@ -100,15 +101,6 @@ class CamConfig:
         if self.multiscale_layers and len(self.multiscale_layers) != 3:
             raise ValueError("multiscale_layers needs exactly three names")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> CamConfig:
-        """Build from a (YAML) mapping; unknown keys are an error, lists become tuples."""
-        return config_from_mapping(cls, d)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able mapping; ``from_dict(to_dict())`` round-trips."""
-        return config_to_mapping(self)
-
 
 @dataclass(frozen=True)
 class Heatmaps:
@@ -124,13 +116,6 @@ class Heatmaps:
 # ----------------------------------------------------------------------------- model copy
 
 
-def resolve_device(device: Any = None) -> torch.device:
-    """``None``/``"auto"``: CUDA when available, else CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def frozen_copy(model: nn.Module, device: Any = None) -> nn.Module:
     """Deep copy in eval mode on ``device``: no parameter grads, no in-place ReLU."""
     clone = copy.deepcopy(model)
@@ -140,7 +125,7 @@ def frozen_copy(model: nn.Module, device: Any = None) -> nn.Module:
     for m in clone.modules():
         if isinstance(m, nn.ReLU | nn.ReLU6 | nn.LeakyReLU | nn.ELU | nn.SiLU | nn.Hardswish):
             m.inplace = False
-    return clone.to(resolve_device(device)).eval()
+    return clone.to(torch_device(device)).eval()
 
 
 # ------------------------------------------------------------------------ N-D CAM pieces
@@ -367,7 +352,7 @@ class Explainer:
 
     def __init__(self, model: nn.Module, config: CamConfig | None = None, device: Any = None):
         self.config = config or CamConfig()
-        self.device = resolve_device(device)
+        self.device = torch_device(device)
         self.model = frozen_copy(model, self.device)
         self._cams: dict[str, Any] = {}
         self._lrp_model: nn.Module | None = None

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from brainxai.hashing import file_sha256
 from brainxai.xai.stage_config import SelectConfig
 
 INDEX_COLUMNS = ("run", "init", "protocol", "fraction", "seed", "epoch", "path", "loader", "kind")
@@ -94,14 +95,6 @@ def loader_module(spec: str) -> str:
 def checkpoint_id(run: str, epoch: int) -> str:
     """``<run>/epoch-<NNNN>``: the id heatmap files and the trajectory table use."""
     return f"{run}/epoch-{int(epoch):04d}"
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def checkpoint_fingerprint(path: str | Path, root: str | Path) -> str:

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from brainxai.hashing import file_sha256
 from brainxai.ssl.cache import IMAGES, INDEX, square
 
 EVAL_COLUMNS = ("record_id", "subject", "label", "path", "mask_path", "row")
@@ -90,7 +91,7 @@ def _digest(table: pd.DataFrame, blobs: Sequence[bytes | str]) -> str:
 
 
 def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+    return file_sha256(path) if path.is_file() else "missing"
 
 
 # ---------------------------------------------------------------------------------- 2D

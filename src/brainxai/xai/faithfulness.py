@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from brainxai.config import config_from_mapping, config_to_mapping
+from brainxai.config import MappingConfig
 from brainxai.xai.gradients import probs_from_logits
 
 
 @dataclass(frozen=True)
-class FaithfulnessConfig:
+class FaithfulnessConfig(MappingConfig):
     """Settings of the per-checkpoint deletion/insertion scores (``xai.faithfulness``)."""
 
     enabled: bool = True
@@ -50,13 +50,6 @@ class FaithfulnessConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.max_images < 0:
             raise ValueError("faithfulness: steps, batch_size >= 1 and max_images >= 0")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> FaithfulnessConfig:
-        return config_from_mapping(cls, d)
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_to_mapping(self)
 
 
 def pixel_ranks(maps: np.ndarray) -> np.ndarray:

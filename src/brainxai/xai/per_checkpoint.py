@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainxai.xai.cams import CamConfig, Explainer, frozen_copy, resolve_device
+from brainxai.devices import torch_device
+from brainxai.xai.cams import CamConfig, Explainer, frozen_copy
 from brainxai.xai.checkpoints import checkpoint_id, resolve_loader
 from brainxai.xai.evalset import EvalInputError, eval_tensors
 from brainxai.xai.explain import explain_checkpoint, randomised_copy
@@ -67,7 +68,7 @@ def explain_methods(
     if rows.empty:
         raise EvalInputError(f"{run}: no evaluation image has one of its classes")
     x = eval_tensors(kind, data, rows, root, meta)
-    dev = resolve_device(device)
+    dev = torch_device(device)
     paths = explain_checkpoint(
         model,
         x,
@@ -115,7 +116,7 @@ def randomisation_against_stored(
     by_id = table.set_index(table["record_id"].astype(str))
     rows = by_id.loc[ids].reset_index(drop=True)
     x = eval_tensors(kind, data, rows, root, meta)
-    with Explainer(randomised_copy(model, config.seed), cam, resolve_device(device)) as ex:
+    with Explainer(randomised_copy(model, config.seed), cam, torch_device(device)) as ex:
         rand = ex.heatmaps(x, rec.method, np.array(rec.targets[:n]))
     sim = randomisation_similarity(rec.maps[:n].astype(np.float32), rand.maps)
     return {
@@ -161,7 +162,7 @@ def faithfulness_against_stored(
     rec, rows = _stored_rows(table, heatmap_path, config.max_images)
     n = len(rows)
     x = eval_tensors(kind, data, rows, root, meta)
-    dev = resolve_device(device)
+    dev = torch_device(device)
     scores = faithfulness_scores(
         frozen_copy(model, dev), x, np.asarray(rec.targets[:n]),
         rec.maps[:n].astype(np.float32), config, dev,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from brainxai.config import config_from_mapping, config_to_mapping
+from brainxai.config import MappingConfig, config_from_mapping, config_to_mapping
 from brainxai.xai.cams import METHODS, CamConfig
 from brainxai.xai.faithfulness import FaithfulnessConfig
 from brainxai.xai.tracking import TrackingConfig
@@ -23,7 +23,7 @@ KINDS = ("2d", "3d")
 
 
 @dataclass(frozen=True)
-class SelectConfig:
+class SelectConfig(MappingConfig):
     """Filters on a checkpoint index (:mod:`brainxai.xai.checkpoints`).
 
     Each list filters one column; an empty list keeps every value. ``fractions`` and
@@ -48,17 +48,13 @@ class SelectConfig:
         if bad:
             raise ValueError(f"select.epochs: unknown word(s) {bad}; use numbers or 'last'")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> SelectConfig:
-        return config_from_mapping(cls, d)
-
     def merged(self, over: dict[str, Any] | None) -> SelectConfig:
         """This selection with the keys of ``over`` replaced (per-family overrides)."""
         return SelectConfig.from_dict({**config_to_mapping(self), **(over or {})})
 
 
 @dataclass(frozen=True)
-class RandomisationConfig:
+class RandomisationConfig(MappingConfig):
     """Model-parameter randomisation check (Adebayo et al. 2018) on each selected run's
     final checkpoint: maps of the trained model vs a re-initialised copy."""
 
@@ -80,13 +76,9 @@ class RandomisationConfig:
             raise ValueError("randomisation.max_images must be >= 0")
         _check_methods(self.methods, "randomisation.methods")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> RandomisationConfig:
-        return config_from_mapping(cls, d)
-
 
 @dataclass(frozen=True)
-class FamilyConfig:
+class FamilyConfig(MappingConfig):
     """One model family: a checkpoint index and the images its models are evaluated on.
 
     ``kind="2d"``: ``data`` is a decoded cache directory (``brainxai.ssl.cache`` format:
@@ -126,7 +118,7 @@ class FamilyConfig:
 
 
 @dataclass(frozen=True)
-class XaiConfig:
+class XaiConfig(MappingConfig):
     """The whole ``xai`` section."""
 
     families: dict[str, FamilyConfig]

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from brainxai.config import config_from_mapping, config_to_mapping
+from brainxai.config import MappingConfig
 from brainxai.xai._arrays import to_numpy
 from brainxai.xai.cscore import cscore, gold_mask
 from brainxai.xai.groundtruth import localisation_scores
@@ -55,7 +55,7 @@ ID_COLUMNS = ("model", "method", "checkpoint", "epoch")
 
 
 @dataclass(frozen=True)
-class TrackingConfig:
+class TrackingConfig(MappingConfig):
     """C-Score settings, correctness settings and dissociation thresholds."""
 
     # --- C-Score (paper 004 Eqs. 1–6) ----------------------------------------------
@@ -96,15 +96,6 @@ class TrackingConfig:
             raise ValueError("need 0 <= tau <= 1 and gamma > 0")
         if self.min_gold < 0 or self.max_lead < 1:
             raise ValueError("need min_gold >= 0 and max_lead >= 1")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> TrackingConfig:
-        """Build from a (YAML) mapping; unknown keys are an error, lists become tuples."""
-        return config_from_mapping(cls, d)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able mapping; ``from_dict(to_dict())`` round-trips."""
-        return config_to_mapping(self)
 
 
 @dataclass(frozen=True)

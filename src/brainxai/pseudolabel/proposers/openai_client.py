@@ -33,7 +33,12 @@ _LOCK = threading.Lock()
 
 
 class EndpointError(RuntimeError):
-    """The endpoint did not answer after every retry (transient: the task may retry)."""
+    """The endpoint refused the request or answered something that is not a completion."""
+
+
+class EndpointUnreachable(EndpointError, ConnectionError):
+    """The endpoint did not answer after every retry: a connection error, so transient (the
+    task retries it, :func:`tasks.transient.is_transient`)."""
 
 
 def _semaphore(base_url: str, n: int) -> threading.BoundedSemaphore:
@@ -107,7 +112,7 @@ class OpenAIBackend:
             if isinstance(content, list):  # content parts
                 content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
             return str(content or "")
-        raise EndpointError(
+        raise EndpointUnreachable(
             f"{self.shown_url}: no answer after {self.cfg.retries + 1} tries ({last})"
         )
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from PIL import Image
 
+from brainxai.devices import resolve_device
 from brainxai.pseudolabel.config import TransformersConfig
-from brainxai.pseudolabel.device import pick_device
 
 
 def model_fingerprint(model_path: str) -> str:
@@ -63,7 +63,7 @@ class TransformersBackend:
                 "directory (see README, 'Real VLM weights')"
             )
         self.cfg = cfg
-        self.device = pick_device(cfg.device)
+        self.device = resolve_device(cfg.device)
         self.batch_size = cfg.batch_size
         self.model_id = f"transformers:{model_fingerprint(cfg.model_path)}"
 
