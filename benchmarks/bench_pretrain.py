@@ -37,9 +37,9 @@ from brainxai.devices import torch_device
 from brainxai.ssl import AugmentConfig, MRIAugment, TrainConfig, build_backbone, framework_config
 from brainxai.ssl.cache import Cache, build_cache
 from brainxai.ssl.framework import Progress
+from brainxai.ssl.frameworks import build_framework
 from brainxai.ssl.loader import BatchLoader
 from brainxai.ssl.optim import build_optimizer
-from brainxai.ssl.registry import build_framework
 
 
 def write_images(d: Path, n: int, seed: int = 0) -> list[Path]:

@@ -41,7 +41,7 @@ from prefect import flow, get_run_logger
 from brainxai.classify3d.config import TRUE_MASK, Classify3DConfig
 from brainxai.classify3d.data import attach_pseudolabels, select_patients
 from brainxai.classify3d.folds import assign_folds, check_patient_disjoint
-from brainxai.classify3d.report import (
+from brainxai.classify3d.results import (
     ablation,
     label_table,
     markdown_ablation,
@@ -61,7 +61,7 @@ from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.classify3d import LOADER, train_run
 from tasks.env import study_params
-from tasks.tracking import flatten, stage_run
+from tasks.mlflow_log import flatten, stage_run
 
 INDEX_COLUMNS = (
     "run", "init", "protocol", "fraction", "seed", "fold", "epoch", "path", "loader", "kind",

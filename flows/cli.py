@@ -254,7 +254,7 @@ def study_track(
     DVC reads params.yaml, so override with `dvc exp run -S '++overrides.key.path=value'`."""
     import tasks  # noqa: F401  (embedded defaults)
     from tasks.env import study_root
-    from tasks.tracking import track_command
+    from tasks.mlflow_log import track_command
 
     code, run_id = track_command(command, profile, study_root())
     typer.echo(f"study run {run_id}: exit code {code}", err=True)
@@ -265,7 +265,7 @@ def study_track(
 def models_register(profile: Profile = None, sets: Sets = None) -> None:
     """Register SSL backbones, fine-tuned 2D and 3D classifiers (aliases per framework /
     init-protocol / variant-backbone) and move `champion` on validation metrics."""
-    from flows.registry import register_flow
+    from flows.register import register_flow
 
     _echo(register_flow(profile=profile, overrides=_overrides(sets, profile)))
 

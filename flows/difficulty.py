@@ -16,7 +16,7 @@ from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.difficulty import difficulty_probe
 from tasks.env import study_params
-from tasks.tracking import flatten, stage_run
+from tasks.mlflow_log import flatten, stage_run
 
 
 @flow(name="difficulty", log_prints=True)

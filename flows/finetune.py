@@ -70,8 +70,8 @@ from tasks.finetune import (
     torch_threads,
 )
 from tasks.ingest import file_sha256
+from tasks.mlflow_log import flatten, stage_run
 from tasks.runners import task_runner
-from tasks.tracking import flatten, stage_run
 
 BACKBONE_FILE = "backbone.safetensors"
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1",

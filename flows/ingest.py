@@ -20,7 +20,7 @@ from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_params
 from tasks.ingest import ingest_source, split_and_card, tree_fingerprint
-from tasks.tracking import stage_run
+from tasks.mlflow_log import stage_run
 
 
 @flow(name="ingest", log_prints=True)

@@ -32,8 +32,8 @@ from brainxai.ssl.checkpoint import read_backbone
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_params
+from tasks.mlflow_log import flatten, stage_run
 from tasks.pretrain import framework_params, pretrain_cache, pretrain_framework
-from tasks.tracking import flatten, stage_run
 
 SUMMARY_KEYS = (
     "framework", "arch", "epochs", "steps", "n_pretrain_images", "n_knn_bank", "n_knn_query",

@@ -37,9 +37,9 @@ from brainxai.standardize.manifest import session_key
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_params
+from tasks.mlflow_log import stage_run
 from tasks.pseudolabel import pseudolabel_one
 from tasks.runners import task_runner
-from tasks.tracking import stage_run
 
 #: ``pseudolabels.parquet``: the contract read by the 3D classifier stage.
 COLUMNS: tuple[str, ...] = (

@@ -16,8 +16,8 @@ from prefect import flow, get_run_logger
 from brainxai.report.sources import report_params
 from tasks.caching import run_cached
 from tasks.env import study_params
+from tasks.mlflow_log import stage_run
 from tasks.report import inputs_fingerprint, write_report
-from tasks.tracking import stage_run
 
 
 @flow(name="report", log_prints=True)

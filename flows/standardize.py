@@ -28,9 +28,9 @@ from brainxai.standardize.manifest import NEW_COLUMNS
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_params
+from tasks.mlflow_log import stage_run
 from tasks.runners import task_runner
 from tasks.standardize import standardize_one
-from tasks.tracking import stage_run
 
 QC_COLUMNS = ("subject", "session", "status", "reason", "detail", "backend", "qc_pass",
               "qc_reason", "brain_dice", "mutual_information", "brain_ml_native",

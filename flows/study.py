@@ -23,13 +23,13 @@ from flows.finetune import finetune_flow
 from flows.ingest import ingest_flow
 from flows.pretrain import pretrain_flow
 from flows.pseudolabel import pseudolabel_flow
-from flows.registry import register_flow
+from flows.register import register_flow
 from flows.report import report_flow
 from flows.standardize import standardize_flow
 from flows.synth import synth_flow
 from flows.xai import xai_flow
 from tasks.env import study_params, study_root
-from tasks.tracking import study_run
+from tasks.mlflow_log import study_run
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "synth": synth_flow,

@@ -18,8 +18,8 @@ from brainxai.paths import StudyPaths
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_params
+from tasks.mlflow_log import stage_run
 from tasks.synth import finalize, plan_subjects, plant_faults, write_shard
-from tasks.tracking import stage_run
 
 KINDS = ("cohort3d", "kaggle2d")
 

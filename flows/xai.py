@@ -9,7 +9,7 @@ taking turns) to ``data/interim/xai/heatmaps/<run>/``. Then, from those files:
 
 * ``reports/xai/trajectory.parquet`` (+ ``.csv``): one row per (run, method, epoch, class)
   and a global row (``klass = -1``): C-Score, gold-list size, support, AUC, accuracy and
-  correctness against the lesion masks (:mod:`brainxai.xai.tracking`);
+  correctness against the lesion masks (:mod:`brainxai.xai.trajectory`);
 * ``reports/xai/dissociations.md``: paper 004's three AUC–consistency dissociations;
 * ``reports/xai/sensitivity.csv``: τ and γ sweeps at each run's final checkpoint;
 * ``reports/xai/randomisation.csv``: model-parameter randomisation check, final checkpoints;
@@ -64,14 +64,14 @@ from brainxai.xai.stage_tables import (
     with_faithfulness,
     with_phases,
 )
-from brainxai.xai.tracking import CORRECTNESS, GLOBAL, dissociation_report, dissociations
+from brainxai.xai.trajectory import CORRECTNESS, GLOBAL, dissociation_report, dissociations
 from brainxai.xai.trajectory_plots import plot_trajectory
 from tasks.artifacts import publish_stage
 from tasks.caching import package_hash, run_cached
 from tasks.env import study_params
-from tasks.explain import explain_task, faithfulness_task, randomisation_task
+from tasks.mlflow_log import stage_run
 from tasks.runners import task_runner
-from tasks.tracking import stage_run
+from tasks.xai import explain_task, faithfulness_task, randomisation_task
 
 QUARANTINE_COLUMNS = ["family", "run", "epoch", "path", "reason"]
 FAITHFULNESS_COLUMNS = ["family", "run", "epoch", "method", "checkpoint", "n", "steps",

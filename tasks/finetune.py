@@ -31,7 +31,7 @@ from brainxai.evaluation.aggregate import compare, summarise
 from brainxai.evaluation.fractions import with_effective
 from brainxai.evaluation.metrics import classification_metrics, save_confusion
 from brainxai.evaluation.plots import label_efficiency
-from brainxai.evaluation.report import results_markdown
+from brainxai.evaluation.results_md import results_markdown
 from brainxai.finetune.cell import CellData, run_finetune, run_probe, run_twophase
 from brainxai.finetune.config import BackboneSpec, FinetuneConfig
 from brainxai.finetune.data import CLASS_NAMES, select_images

@@ -37,7 +37,7 @@ from mlflow.tracking import MlflowClient
 from brainxai.hashing import file_sha256
 from brainxai.registry.champion import best_per_group, select_champion
 from brainxai.registry.config import FamilyConfig, alias_for
-from tasks.tracking import PARENT_ENV
+from tasks.mlflow_log import PARENT_ENV
 
 SHA_TAG = "brainxai.sha256"
 _TAG_MAX = 5000

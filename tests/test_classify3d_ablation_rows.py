@@ -12,7 +12,7 @@ import torch
 
 from brainxai.classify3d.config import Classify3DConfig, ModelConfig, VariantConfig
 from brainxai.classify3d.model import build_model
-from brainxai.classify3d.report import label_table, markdown_ablation, row_labels
+from brainxai.classify3d.results import label_table, markdown_ablation, row_labels
 from brainxai.config import load_params
 from tests.conftest import REPO
 

@@ -30,7 +30,7 @@ def test_the_architecture_picture_is_the_code_s_import_graph():
     assert drawn == arch.graph(), "redraw it: python docs/make_architecture.py"
     # spot checks against the import statements, read by hand
     assert "f_standardize --> t_standardize" in drawn and "t_standardize --> b_standardize" in drawn
-    assert "f_xai --> t_explain" in drawn and "t_pretrain --> b_ssl" in drawn
+    assert "f_xai --> t_xai" in drawn and "t_pretrain --> b_ssl" in drawn
     assert "t_caching" not in drawn and "caching" in drawn  # shared layer: one node
 
 

@@ -153,7 +153,7 @@ def test_credentials_are_sent_but_never_shown(endpoint, monkeypatch, tmp_path):
 
 def test_prefect_cache_keys_and_mlflow_params_drop_url_credentials():
     from tasks.caching import RedactedInputs
-    from tasks.tracking import flatten
+    from tasks.mlflow_log import flatten
 
     def key(url: str) -> str | None:
         return RedactedInputs().compute_key(None, {"cfg": {"url": url}, "n": 1}, {})

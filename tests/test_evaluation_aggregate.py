@@ -6,7 +6,7 @@ import pytest
 
 from brainxai.evaluation.aggregate import compare, per_class_table, run_metrics, summarise
 from brainxai.evaluation.plots import label_efficiency
-from brainxai.evaluation.report import results_markdown
+from brainxai.evaluation.results_md import results_markdown
 
 NAMES = ["neg", "pos"]
 Y = [0, 1, 0, 1]

@@ -21,7 +21,7 @@ from brainxai.evaluation.plots import (
     UNINFORMATIVE_COLOUR,
     draw_label_efficiency,
 )
-from brainxai.evaluation.report import AT_CHANCE, BOTH_AT_CHANCE, results_markdown
+from brainxai.evaluation.results_md import AT_CHANCE, BOTH_AT_CHANCE, results_markdown
 
 NAMES = list("abcd")  # K = 4: chance macro-F1 / accuracy 0.25
 K = len(NAMES)

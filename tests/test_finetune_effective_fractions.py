@@ -22,7 +22,7 @@ import pytest
 
 from brainxai.evaluation.aggregate import compare, summarise
 from brainxai.evaluation.fractions import fraction_label, fraction_labels, with_effective
-from brainxai.evaluation.report import results_markdown
+from brainxai.evaluation.results_md import results_markdown
 from brainxai.finetune.data import CLASS_NAMES
 from brainxai.finetune.sampling import effective_by_fraction, effective_fractions, subsets_table
 from flows.finetune import label_efficiency_table

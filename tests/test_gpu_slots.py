@@ -125,10 +125,10 @@ def test_gpu_stage_tasks_carry_the_tag_and_keep_their_source_for_the_cache_key()
     import inspect
 
     from tasks.classify3d import train_run
-    from tasks.explain import explain_task, randomisation_task
     from tasks.finetune import finetune_cell, finetune_embed
     from tasks.pretrain import pretrain_framework
     from tasks.pseudolabel import pseudolabel_one
+    from tasks.xai import explain_task, randomisation_task
 
     gpu_tasks = [pretrain_framework, finetune_embed, finetune_cell, train_run,
                  explain_task, randomisation_task, pseudolabel_one]  # fmt: skip

@@ -309,13 +309,13 @@ def test_a_moved_study_keeps_its_cache_hits_and_stores_no_absolute_path(
 def test_an_experiment_whose_artifacts_lie_elsewhere_is_reported(tmp_path, monkeypatch, caplog):
     """MLflow fixes an experiment's artifact location when it is created; after a move new
     runs would write to the old place: the stage says so (it cannot be changed)."""
-    from tasks.tracking import ensure_experiment
+    from tasks.mlflow_log import ensure_experiment
 
     name = f"moved-{tmp_path.name}"
     old, new = tmp_path / "old" / "mlartifacts", tmp_path / "new" / "mlartifacts"
     monkeypatch.setenv("BRAINXAI_ARTIFACTS", str(old))
     eid = ensure_experiment(name)
-    caplog.set_level(logging.WARNING, logger="tasks.tracking")
+    caplog.set_level(logging.WARNING, logger="tasks.mlflow_log")
     assert ensure_experiment(name) == eid and "stores artifacts in" not in caplog.text
     monkeypatch.setenv("BRAINXAI_ARTIFACTS", str(new))
     assert ensure_experiment(name) == eid

@@ -19,9 +19,9 @@ from brainxai.finetune.model import build_classifier, load_classifier, save_clas
 from brainxai.finetune.runs import LOADER, RunSpec, checkpoint_meta
 from brainxai.registry.candidates import selected_checkpoints
 from brainxai.registry.config import FamilyConfig
-from flows.registry import _checkpoint_loader
+from flows.register import _checkpoint_loader
+from tasks.mlflow_log import ensure_experiment
 from tasks.registry import SHA_TAG, Loaded, logged_fold_model, register_family
-from tasks.tracking import ensure_experiment
 
 EXAMPLE = np.zeros((1, 1, 2, 2), dtype=np.float32)
 

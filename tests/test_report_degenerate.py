@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from brainxai.classify3d.config import Classify3DConfig
-from brainxai.classify3d.report import ablation, label_table, row_labels, run_summary
+from brainxai.classify3d.results import ablation, label_table, row_labels, run_summary
 from brainxai.config import load_params
 from brainxai.evaluation import plots
 from brainxai.evaluation.plots import SIGNIFICANCE_MARK

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from brainxai.classify3d.config import Classify3DConfig
-from brainxai.classify3d.report import ablation, label_table, row_labels
+from brainxai.classify3d.results import ablation, label_table, row_labels
 from brainxai.config import load_params
 from brainxai.evaluation.fractions import with_effective
 from brainxai.finetune.sampling import effective_by_fraction, effective_fractions, subsets_table
@@ -20,7 +20,7 @@ from brainxai.jsonio import write_json
 from brainxai.labels import DIAGNOSES_3D
 from brainxai.pseudolabel.provenance import proposer_label
 from brainxai.report import build_report
-from brainxai.xai.tracking import TrackingConfig, sensitivity
+from brainxai.xai.trajectory import TrackingConfig, sensitivity
 from tests.conftest import REPO
 from tests.report_study import make_report_study
 from tests.test_finetune_effective_fractions import toy_items

@@ -18,8 +18,8 @@ from brainxai.ssl import (
 from brainxai.ssl.augment import MRIAugment
 from brainxai.ssl.checkpoint import checkpoints, load_checkpoint
 from brainxai.ssl.framework import Progress
+from brainxai.ssl.frameworks import FRAMEWORKS, build_framework
 from brainxai.ssl.knn import knn_accuracy
-from brainxai.ssl.registry import FRAMEWORKS, build_framework
 from brainxai.ssl.train import Monitor
 from tests.test_ssl_toydata import toy_cache
 

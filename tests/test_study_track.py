@@ -13,7 +13,7 @@ import mlflow
 import pytest
 
 import tasks  # noqa: F401  (embedded defaults first)
-from tasks.tracking import PARENT_ENV, STUDY_ID_TAG, stage_run, study_id, study_run, track_command
+from tasks.mlflow_log import PARENT_ENV, STUDY_ID_TAG, stage_run, study_id, study_run, track_command
 from tests.conftest import make_study
 
 BIN = Path(sys.executable).parent
@@ -22,7 +22,7 @@ BIN = Path(sys.executable).parent
 CHILD = textwrap.dedent(
     """
     import mlflow, tasks
-    from tasks.tracking import stage_run
+    from tasks.mlflow_log import stage_run
     with stage_run("one", {"profile": "smoke"}):
         pass
     with stage_run("two", {"profile": "smoke"}) as stage:

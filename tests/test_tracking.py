@@ -13,8 +13,8 @@ import torch
 
 import tasks  # noqa: F401
 from brainxai.registry.config import FamilyConfig
+from tasks.mlflow_log import PARENT_ENV, ensure_experiment, flatten, stage_run, study_run
 from tasks.registry import Loaded, register_family
-from tasks.tracking import PARENT_ENV, ensure_experiment, flatten, stage_run, study_run
 from tests.conftest import REPO, free_port, wait_healthy
 
 BIN = Path(sys.executable).parent

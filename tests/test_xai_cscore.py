@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from brainxai.xai.cscore import cscore, gold_mask
-from brainxai.xai.normalise import minmax_normalise
+from brainxai.xai.minmax import minmax_normalise
 
 # Three 2×2 class-0 maps, already min-max normalised (min 0, max 1).
 H1 = [[1.0, 0.0], [0.0, 0.0]]

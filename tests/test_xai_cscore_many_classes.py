@@ -24,7 +24,7 @@ import pytest
 
 from brainxai.report.tables import tau_sweep_table
 from brainxai.xai.cscore import cscore
-from brainxai.xai.tracking import GLOBAL, TrackingConfig, checkpoint_rows, sensitivity
+from brainxai.xai.trajectory import GLOBAL, TrackingConfig, checkpoint_rows, sensitivity
 
 K = 4
 MAPS = {

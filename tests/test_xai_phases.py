@@ -17,7 +17,7 @@ from brainxai.report.tables import consistent_correct_faithful, num
 from brainxai.xai.evalset import images_2d
 from brainxai.xai.faithfulness import FaithfulnessConfig, faithfulness_scores
 from brainxai.xai.heatmap_store import load_heatmaps
-from brainxai.xai.tracking import GLOBAL
+from brainxai.xai.trajectory import GLOBAL
 from brainxai.xai.trajectory_plots import BOUNDARY_LABEL, phase_boundary, trajectory_figure
 from tests.test_xai_stage import (
     LOADER_2D,

@@ -26,7 +26,7 @@ from brainxai.xai.checkpoints import select_checkpoints
 from brainxai.xai.evalset import balanced_sample, images_2d, masks_2d
 from brainxai.xai.heatmap_store import load_heatmaps
 from brainxai.xai.stage_config import SelectConfig, XaiConfig
-from brainxai.xai.tracking import GLOBAL
+from brainxai.xai.trajectory import GLOBAL
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"

@@ -1,4 +1,4 @@
-"""Per-checkpoint tracking (brainxai.xai.tracking): constructed trajectories with each of
+"""Per-checkpoint tracking (brainxai.xai.trajectory): constructed trajectories with each of
 paper 004's three dissociations planted, controls without them, sweeps, plots."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from matplotlib.image import imread
 from sklearn.metrics import roc_auc_score
 
 from brainxai.xai.heatmap_store import HeatmapRecord, heatmap_filename, save_heatmaps
-from brainxai.xai.tracking import (
+from brainxai.xai.trajectory import (
     GLOBAL,
     CheckpointInput,
     TrackingConfig,

@@ -75,7 +75,7 @@ TYPED_SECTIONS: dict[Path_, tuple[Callable[[], Any], tuple[str, ...]]] = {
     ("plan",): (_ref("brainxai.plan:PlanConfig"), ()),
 }
 #: ``pretrain.<framework>`` sections: parsed by the framework's own config class.
-_FRAMEWORKS = _ref("brainxai.ssl.registry:FRAMEWORKS")
+_FRAMEWORKS = _ref("brainxai.ssl.frameworks:FRAMEWORKS")
 _PRETRAIN_SHARED = {p[1] for p in TYPED_SECTIONS if p[0] == "pretrain"}
 
 

@@ -14,7 +14,7 @@ from brainxai.evaluation.metrics import (
     save_confusion,
 )
 from brainxai.evaluation.plots import label_efficiency
-from brainxai.evaluation.report import results_markdown
+from brainxai.evaluation.results_md import results_markdown
 from brainxai.evaluation.significance import holm, mcnemar, paired_bootstrap, wilcoxon_seeds
 
 __all__ = [

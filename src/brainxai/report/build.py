@@ -15,10 +15,10 @@ from typing import Any
 
 import pandas as pd
 
-from brainxai.classify3d.report import run_summary
+from brainxai.classify3d.results import run_summary
 from brainxai.evaluation.aggregate import flags
 from brainxai.evaluation.fractions import effective_percent
-from brainxai.evaluation.report import AT_CHANCE, BOTH_AT_CHANCE
+from brainxai.evaluation.results_md import AT_CHANCE, BOTH_AT_CHANCE
 from brainxai.finetune.config import FinetuneConfig
 from brainxai.labels import DIAGNOSES_3D, kaggle_classes
 from brainxai.pseudolabel.provenance import is_vlm, proposer_label, vlm_answers
@@ -49,7 +49,7 @@ from brainxai.report.sources import (
 from brainxai.report.validity import threats
 from brainxai.targets import INFO, NOT_RUN, PASS, STATUSES, TargetsConfig, evaluate
 from brainxai.targets import table as targets_table
-from brainxai.xai.tracking import TrackingConfig, dissociations
+from brainxai.xai.trajectory import TrackingConfig, dissociations
 
 HTML_NAME = "index.html"
 

@@ -31,12 +31,12 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from brainxai.classify3d.report import EXTENSION
+from brainxai.classify3d.results import EXTENSION
 from brainxai.evaluation.aggregate import flag, mde
 from brainxai.evaluation.fractions import fraction_labels
 from brainxai.targets import FAIL, PASS, TargetsConfig, ssl_targets
 from brainxai.targets import UNINFORMATIVE as TARGET_UNINFORMATIVE
-from brainxai.xai.tracking import GLOBAL
+from brainxai.xai.trajectory import GLOBAL
 from brainxai.xai.trajectory_plots import short_classes
 
 FINDING, NO_DIFFERENCE, UNINFORMATIVE, INFO = "finding", "no difference", "uninformative", "info"

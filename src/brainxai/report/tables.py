@@ -2,7 +2,7 @@
 
 Per-class metrics and confusion matrices come from :mod:`brainxai.evaluation`
 (``classification_metrics``, ``per_class_table``) and the 3D classifier's
-:func:`brainxai.classify3d.report.run_summary`; nothing is re-implemented here.
+:func:`brainxai.classify3d.results.run_summary`; nothing is re-implemented here.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from brainxai.evaluation.aggregate import flags, per_class_table
 from brainxai.evaluation.fractions import fraction_labels
 from brainxai.evaluation.metrics import classification_metrics
 from brainxai.evaluation.plots import percent_label
-from brainxai.evaluation.report import AT_CHANCE
+from brainxai.evaluation.results_md import AT_CHANCE
 from brainxai.xai.trajectory_plots import DEFAULT_MIN_GOLD, short_classes
 
 

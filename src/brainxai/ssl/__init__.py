@@ -19,8 +19,8 @@ from brainxai.ssl.config import (
     TrainConfig,
 )
 from brainxai.ssl.dataset import select_items
+from brainxai.ssl.frameworks import FRAMEWORKS, build_framework, framework_config
 from brainxai.ssl.knn import embed, knn_accuracy
-from brainxai.ssl.registry import FRAMEWORKS, build_framework, framework_config
 from brainxai.ssl.train import BACKBONE_FILE, PretrainSpec, pretrain
 
 __all__ = [

@@ -43,10 +43,10 @@ from brainxai.ssl.checkpoint import (
 from brainxai.ssl.config import AugmentConfig, KnnConfig, OptimConfig, TrainConfig
 from brainxai.ssl.dataset import label_codes
 from brainxai.ssl.framework import Framework, Progress
+from brainxai.ssl.frameworks import build_framework
 from brainxai.ssl.knn import embed, knn_accuracy
 from brainxai.ssl.loader import BatchLoader
 from brainxai.ssl.optim import build_optimizer, lr_at, peak_lr, set_lr
-from brainxai.ssl.registry import build_framework
 
 MetricsCallback = Callable[[str, int, dict[str, float]], None]
 BACKBONE_FILE = "backbone.safetensors"

@@ -26,7 +26,7 @@ from brainxai.xai.groundtruth import (
     relevance_rank_accuracy,
     top_gt_precision,
 )
-from brainxai.xai.normalise import minmax_normalise
+from brainxai.xai.minmax import minmax_normalise
 from brainxai.xai.randomisation import RandomisationSimilarity, randomisation_similarity
 from brainxai.xai.randomisation import flag as randomisation_flag
 from brainxai.xai.softiou import cross_soft_iou, paired_soft_iou, pairwise_soft_iou, soft_iou

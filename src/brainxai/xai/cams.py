@@ -52,7 +52,7 @@ from brainxai.config import MappingConfig
 from brainxai.devices import torch_device
 from brainxai.xai import gradients as grads_mod
 from brainxai.xai.layers import target_layers
-from brainxai.xai.normalise import minmax_normalise
+from brainxai.xai.minmax import minmax_normalise
 
 CAM_METHODS = ("gradcam", "gradcam++", "layercam", "eigencam", "scorecam", "ms-gradcam++")
 GRADIENT_METHODS = ("smoothgrad", "ig", "lrp")

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from brainxai.xai._arrays import is_torch, to_numpy
-from brainxai.xai.normalise import minmax_normalise
+from brainxai.xai.minmax import minmax_normalise
 from brainxai.xai.softiou import pairwise_soft_iou
 
 WEIGHTINGS = ("gold", "support")

@@ -32,7 +32,7 @@ from brainxai.xai.baselines import (
     laplace_baseline,
     random_baseline,
 )
-from brainxai.xai.normalise import minmax_normalise
+from brainxai.xai.minmax import minmax_normalise
 
 __all__ = [
     "LocalisationScores",

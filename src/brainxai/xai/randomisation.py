@@ -14,7 +14,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from brainxai.xai._arrays import flatten_maps
-from brainxai.xai.normalise import minmax_normalise
+from brainxai.xai.minmax import minmax_normalise
 from brainxai.xai.softiou import paired_soft_iou
 
 

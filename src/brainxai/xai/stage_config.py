@@ -3,7 +3,7 @@
 Which checkpoints are explained (:class:`SelectConfig`), on which images
 (``eval_split``, ``max_images``), with which methods, and how the heatmaps
 (:class:`~brainxai.xai.cams.CamConfig`), the tracking metrics
-(:class:`~brainxai.xai.tracking.TrackingConfig`), the parameter-randomisation sanity
+(:class:`~brainxai.xai.trajectory.TrackingConfig`), the parameter-randomisation sanity
 check (:class:`RandomisationConfig`) and the deletion/insertion faithfulness scores
 (:class:`~brainxai.xai.faithfulness.FaithfulnessConfig`) are configured. Every key is
 checked: an unknown key is an error, not a silently ignored typo.
@@ -17,7 +17,7 @@ from typing import Any
 from brainxai.config import MappingConfig, config_from_mapping, config_to_mapping
 from brainxai.xai.cams import METHODS, CamConfig
 from brainxai.xai.faithfulness import FaithfulnessConfig
-from brainxai.xai.tracking import TrackingConfig
+from brainxai.xai.trajectory import TrackingConfig
 
 KINDS = ("2d", "3d")
 

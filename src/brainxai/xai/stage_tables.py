@@ -1,6 +1,6 @@
 """The tracking stage's tables, from the heatmap files: the trajectory table (one row per
 model, method, checkpoint and class, plus the global row ``klass = -1``; see
-:mod:`brainxai.xai.tracking`), the τ/γ sensitivity at each model's final checkpoint, and
+:mod:`brainxai.xai.trajectory`), the τ/γ sensitivity at each model's final checkpoint, and
 the headline numbers."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pandas as pd
 
 from brainxai.xai.faithfulness import SCORE_COLUMNS
 from brainxai.xai.heatmap_store import load_heatmaps
-from brainxai.xai.tracking import (
+from brainxai.xai.trajectory import (
     GLOBAL,
     CheckpointInput,
     TrackingConfig,
@@ -67,7 +67,7 @@ def stage_trajectory(
     class_names: dict[str, Sequence[str]],
     config: TrackingConfig,
 ) -> pd.DataFrame:
-    """:func:`~brainxai.xai.tracking.trajectory_table` of the files, with the run's
+    """:func:`~brainxai.xai.trajectory.trajectory_table` of the files, with the run's
     ``family, kind, init, protocol, fraction, seed`` (``runs``: one row per run) and the
     class name (``"global"`` for ``klass = -1``)."""
     table = trajectory_table(checkpoint_inputs(files, masks_for), config)
@@ -89,7 +89,7 @@ def final_files(files: Sequence[HeatmapFile], epochs: dict[str, int]) -> list[He
 
 
 def final_sensitivity(files: Sequence[HeatmapFile], config: TrackingConfig) -> pd.DataFrame:
-    """τ and γ sweeps (:func:`~brainxai.xai.tracking.sensitivity`) per (run, method) at
+    """τ and γ sweeps (:func:`~brainxai.xai.trajectory.sensitivity`) per (run, method) at
     the given (final) checkpoints: columns family, model, method, checkpoint, epoch + the
     sweep's."""
     parts = []

@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from brainxai.atomic import savefig_atomic
-from brainxai.xai.tracking import GLOBAL, TrackingConfig
+from brainxai.xai.trajectory import GLOBAL, TrackingConfig
 
 #: Class panels per row of a trajectory figure.
 PANELS_PER_ROW = 6

@@ -34,8 +34,8 @@ from brainxai.ssl import build_backbone
 from brainxai.ssl.checkpoint import read_backbone
 from brainxai.xai.checkpoints import resolve_loader
 from tasks.env import study_params
+from tasks.mlflow_log import git_commit, stage_run
 from tasks.registry import Loaded, common_tags, logged_fold_model, register_family
-from tasks.tracking import git_commit, stage_run
 
 
 def _ssl_loader(spec: BackboneSpec):
