@@ -33,7 +33,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger
@@ -56,12 +55,14 @@ from brainxai.labels import DIAGNOSES_3D
 from brainxai.manifest import read_table
 from brainxai.paths import StudyPaths
 from brainxai.pseudolabel.provenance import proposer_label
+from brainxai.registry.candidates import checkpoint_model
 from brainxai.splits import check_subset_leakage
+from tasks import mlflow_log
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.classify3d import LOADER, train_run
 from tasks.env import study_params
-from tasks.mlflow_log import flatten, stage_run
+from tasks.mlflow_log import child_run, log_stage, stage_run
 
 INDEX_COLUMNS = (
     "run", "init", "protocol", "fraction", "seed", "fold", "epoch", "path", "loader", "kind",
@@ -90,29 +91,6 @@ def plan_runs(
         comp = cfg.base_variant
     runs += [(comp, b) for b in cfg.compare_backbones if (comp, b) not in runs]
     return runs, notes, comp
-
-
-def _log_model(ckpt: Path, name: str) -> None:
-    """The fold's best checkpoint as an MLflow model (outputs: logits); the register stage
-    puts the champion per task into the registry (``brainxai-classifier-3d``)."""
-    import mlflow.pytorch
-    import torch
-    from mlflow.models import infer_signature
-
-    from brainxai.classify3d.model import load_checkpoint
-
-    model, meta = load_checkpoint(ckpt)
-    channels = 2 if meta["needs_mask"] else 1
-    example = np.zeros((1, channels, *meta["input_size"]), dtype=np.float32)
-    with torch.no_grad():
-        out = model(torch.from_numpy(example)).numpy()
-    mlflow.pytorch.log_model(
-        model,
-        name=name,
-        signature=infer_signature(example, out),
-        serialization_format="pickle",
-        pip_requirements=[f"torch=={torch.__version__}"],
-    )
 
 
 @flow(name="classify3d", log_prints=True)
@@ -181,8 +159,8 @@ def classify3d_flow(
     all_preds: list[pd.DataFrame] = []
     index_rows: list[dict[str, Any]] = []
     fold_results: dict[str, list[dict[str, Any]]] = {}
-    with stage_run("classify3d", {"classify3d": section}) as stage:
-        mlflow.log_metrics(
+    with stage_run("classify3d", {"classify3d": section}):
+        log_stage(
             {
                 "classify3d.n_patients": float(len(patients)),
                 "classify3d.n_cv": float((patients["fold"] >= 0).sum()),
@@ -193,16 +171,12 @@ def classify3d_flow(
         for variant, backbone in runs:
             run = f"{variant}/{backbone}"
             vcfg = cfg.variants[variant]
-            with mlflow.start_run(
-                experiment_id=stage.info.experiment_id,
-                run_name=f"classify3d-{variant}-{backbone}",
-                nested=True,
+            with child_run(
+                f"classify3d-{variant}-{backbone}",
                 tags={"brainxai.stage": "classify3d", "brainxai.variant": variant,
                       "brainxai.backbone": backbone},
-            ) as _child:  # fmt: skip
-                mlflow.log_params(
-                    flatten({"variant": vars(vcfg), "backbone": cfg.backbones[backbone]})
-                )
+                params={"variant": vars(vcfg), "backbone": cfg.backbones[backbone]},
+            ):  # fmt: skip
                 results = []
                 for k in range(cfg.cv.n_folds):
                     call = {
@@ -221,11 +195,11 @@ def classify3d_flow(
                     (res,) = run_cached(train_run, lambda r: r["files"], [call], root=root_path)
                     results.append(res)
                     for rec in res["history"]:
-                        mlflow.log_metrics(
+                        log_stage(
                             {f"fold{k}.{m}": float(x) for m, x in rec.items() if m != "epoch"},
                             step=int(rec["epoch"]),
                         )
-                    mlflow.log_metrics(
+                    log_stage(
                         {f"fold{k}.test_{m}": float(res["cv_metrics"][m])
                          for m in ("accuracy", "macro_f1", "macro_precision", "macro_recall")}
                         | {f"fold{k}.best_epoch": float(res["best_epoch"])}
@@ -239,7 +213,8 @@ def classify3d_flow(
                     register = cfg.register
                     headline = variant == comp and backbone == cfg.ablation_backbone
                     if log_model and (register == "all" or (register == "headline" and headline)):
-                        _log_model(Path(best["path"]), f"fold{k}")
+                        fold_model = checkpoint_model(LOADER, Path(best["path"]), "3d")
+                        mlflow_log.log_model(*fold_model, f"fold{k}")
                     if backbone == cfg.ablation_backbone:
                         for c in res["checkpoints"]:
                             index_rows.append(
@@ -263,7 +238,7 @@ def classify3d_flow(
                 fold_results[run] = results
                 preds_run = pd.concat(all_preds[-cfg.cv.n_folds :], ignore_index=True)
                 summ = run_summary(preds_run, class_names)[run]
-                mlflow.log_metrics(
+                log_stage(
                     {f"cv.{m}_mean": v for m, v in summ["mean"].items() if np.isfinite(v)}
                     | {f"cv.{m}_sd": v for m, v in summ["sd"].items() if np.isfinite(v)}
                 )
@@ -296,7 +271,7 @@ def classify3d_flow(
         index = pd.DataFrame(index_rows, columns=list(INDEX_COLUMNS))
         out_root.mkdir(parents=True, exist_ok=True)
         index.to_parquet(out_root / "index.parquet", index=False)
-        mlflow.log_artifacts(str(rep), artifact_path="classify3d")
+        log_stage(artifacts=[rep], artifact_path="classify3d")
 
         metrics = {
             "headline": {  # flat, for `dvc metrics show`: CV and held-out macro-F1 per row

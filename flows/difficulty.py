@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow
 from prefect import flow, get_run_logger
 
 from brainxai.atomic import save_json_atomic
@@ -16,7 +15,7 @@ from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.difficulty import difficulty_probe
 from tasks.env import study_params
-from tasks.mlflow_log import flatten, stage_run
+from tasks.mlflow_log import flatten, log_stage, stage_run
 
 
 @flow(name="difficulty", log_prints=True)
@@ -47,7 +46,7 @@ def difficulty_flow(
             if "skipped" in entry:
                 get_run_logger().warning("difficulty: %s skipped: %s", dataset, entry["skipped"])
         numeric = {k: v for k, v in flatten(result).items() if _is_number(v)}
-        mlflow.log_metrics({f"difficulty.{k}": float(v) for k, v in numeric.items()})
+        log_stage({f"difficulty.{k}": float(v) for k, v in numeric.items()})
     paths.metrics.mkdir(parents=True, exist_ok=True)
     save_json_atomic(result, paths.metrics / "difficulty.json")
     publish_stage("difficulty", paths.metrics / "difficulty.json")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow
 from prefect import flow, get_run_logger
 
 from brainxai.atomic import remove_stale_temps, remove_stale_temps_of, save_json_atomic
@@ -20,7 +19,7 @@ from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_params
 from tasks.ingest import ingest_source, split_and_card, tree_fingerprint
-from tasks.mlflow_log import stage_run
+from tasks.mlflow_log import log_stage, stage_run
 
 
 @flow(name="ingest", log_prints=True)
@@ -114,9 +113,11 @@ def ingest_flow(
             **{f"ingest.split.{k}": v for k, v in result["per_split"].items()},
             **{f"ingest.quarantine.{k}": v for k, v in result["quarantine_reasons"].items()},
         }
-        mlflow.log_metrics(metrics)
-        for f in (paths.manifest, paths.quarantine, paths.datacard_md, paths.datacard_json):
-            mlflow.log_artifact(str(f), artifact_path="ingest")
+        log_stage(
+            metrics,
+            artifacts=(paths.manifest, paths.quarantine, paths.datacard_md, paths.datacard_json),
+            artifact_path="ingest",
+        )
     paths.metrics.mkdir(parents=True, exist_ok=True)
     out = {k: v for k, v in result.items() if k != "files"}
     save_json_atomic(out, paths.metrics / "ingest.json")

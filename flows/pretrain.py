@@ -14,25 +14,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlflow
-import mlflow.pytorch
-import numpy as np
-import torch
-import torchvision
-from mlflow.models import infer_signature
 from prefect import flow, get_run_logger
 
 from brainxai.atomic import save_json_atomic
+from brainxai.finetune.config import BackboneSpec
 from brainxai.hashing import file_sha256
 from brainxai.manifest import read_table
 from brainxai.paths import StudyPaths
+from brainxai.registry.candidates import backbone_model
 from brainxai.splits import check_subset_leakage
-from brainxai.ssl import build_backbone
-from brainxai.ssl.checkpoint import read_backbone
+from tasks import mlflow_log
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_params
-from tasks.mlflow_log import flatten, stage_run
+from tasks.mlflow_log import child_run, log_stage, stage_run
 from tasks.pretrain import framework_params, pretrain_cache, pretrain_framework
 
 SUMMARY_KEYS = (
@@ -56,24 +51,10 @@ def _cache_call(params: dict[str, Any], paths: StudyPaths) -> dict[str, Any]:
 
 def _log_backbone(result: dict[str, Any], cfg: dict[str, Any], name: str) -> None:
     """The final backbone as an MLflow model (input: (N, 1, S, S) float32 in [0, 1])."""
-    t = cfg["train"]
-    bb = build_backbone(t["arch"], t.get("input_mean", 0.449), t.get("input_std", 0.226))
-    bb.load_state_dict(read_backbone(result["backbone"]))
-    bb.eval()
-    size = int(result["image_size"])
-    example = np.zeros((1, 1, size, size), dtype=np.float32)
-    with torch.no_grad():
-        out = bb(torch.from_numpy(example)).numpy()
-    mlflow.pytorch.log_model(
-        bb,
-        name=name,
-        signature=infer_signature(example, out),
-        input_example=example,
-        # pickle, not MLflow 3's default pt2 export: pt2 traces with the example and fixes
-        # the batch size at 1 (a batch of 5 fails a guard on x.size()[0] == 1)
-        serialization_format="pickle",
-        pip_requirements=[f"torch=={torch.__version__}", f"torchvision=={torchvision.__version__}"],
-    )
+    spec = BackboneSpec.from_pretrain(cfg["train"])
+    backbone = backbone_model(spec.arch, spec.input_mean, spec.input_std,
+                              Path(result["backbone"]), int(result["image_size"]))  # fmt: skip
+    mlflow_log.log_model(*backbone, name, input_example=True)
 
 
 @flow(name="pretrain", log_prints=True)
@@ -107,12 +88,12 @@ def pretrain_flow(
     manifest = read_table(paths.manifest)
     summary: dict[str, Any] = {}
     shared = {k: pcfg[k] for k in ("data", "train", "augment", "knn")}
-    with stage_run("pretrain", {"pretrain": {**shared, "frameworks": chosen}}) as stage:
+    with stage_run("pretrain", {"pretrain": {**shared, "frameworks": chosen}}):
         (cache,) = run_cached(
             pretrain_cache, lambda r: r["files"], [_cache_call(params, paths)], root=root_path
         )
         check_subset_leakage(manifest, cache["pretrain_record_ids"], allowed_splits=("train",))
-        mlflow.log_metrics(
+        log_stage(
             {
                 f"pretrain.cache.{k}": float(cache[k])
                 for k in ("n", "ok", "failed", "n_pretrain", "n_pretrain_3d_slices", "n_query")
@@ -123,13 +104,11 @@ def pretrain_flow(
         for fw in chosen:
             cfg = framework_params(pcfg, fw, params["seed"])
             out_dir = paths.root / pcfg["out_dir"] / fw
-            with mlflow.start_run(
-                experiment_id=stage.info.experiment_id,
-                run_name=f"pretrain-{fw}",
-                nested=True,
+            with child_run(
+                f"pretrain-{fw}",
                 tags={"brainxai.framework": fw, "brainxai.stage": "pretrain"},
+                params=cfg,
             ) as child:
-                mlflow.log_params(flatten(cfg))
                 call = {
                     "framework": fw,
                     "cache_dir": cache["cache_dir"],
@@ -145,16 +124,19 @@ def pretrain_flow(
                 if res["mlflow_run_id"] != child.info.run_id:  # cache hit: log the history
                     for rec in res["history"]:
                         step = int(rec["epoch"]) * int(res["steps_per_epoch"])
-                        mlflow.log_metrics(
+                        log_stage(
                             {f"epoch_{k}" if k in ("loss", "lr", "images_per_s") else k: v
                              for k, v in rec.items()},
                             step=step,
                         )  # fmt: skip
-                mlflow.log_metrics({f"final.{k}": float(v) for k, v in res["final"].items()})
+                final = {f"final.{k}": float(v) for k, v in res["final"].items()}
                 if res.get("knn_random_init") is not None:
-                    mlflow.log_metric("knn_random_init", float(res["knn_random_init"]))
-                if res["checkpoint"]:
-                    mlflow.log_artifact(res["checkpoint"], artifact_path="checkpoints")
+                    final["knn_random_init"] = float(res["knn_random_init"])
+                log_stage(
+                    final,
+                    artifacts=[res["checkpoint"]] if res["checkpoint"] else [],
+                    artifact_path="checkpoints",
+                )
                 if log_model:
                     _log_backbone(res, cfg, f"backbone-{fw}")
             summary[fw] = {k: res.get(k) for k in SUMMARY_KEYS} | {

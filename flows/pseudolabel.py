@@ -21,7 +21,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger
@@ -37,7 +36,7 @@ from brainxai.standardize.manifest import session_key
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_params
-from tasks.mlflow_log import stage_run
+from tasks.mlflow_log import log_stage, stage_run
 from tasks.pseudolabel import pseudolabel_one
 from tasks.runners import task_runner
 
@@ -210,11 +209,12 @@ def run_pseudolabel(
         flat.update({f"pseudolabel.{k}": v for k, v in summary["overall"].items()})
         for cls, vals in summary["per_class"].items():
             flat.update({f"pseudolabel.{cls}.{k}": float(v) for k, v in vals.items()})
-        mlflow.log_metrics({k: v for k, v in flat.items() if np.isfinite(v)})
-        for name in ("pseudolabels", "pseudolabel_slices"):
-            mlflow.log_artifact(
-                str(paths.processed / f"{name}.parquet"), artifact_path="pseudolabel"
-            )
+        tables = [paths.processed / f"{n}.parquet" for n in ("pseudolabels", "pseudolabel_slices")]
+        log_stage(
+            {k: v for k, v in flat.items() if np.isfinite(v)},
+            artifacts=tables,
+            artifact_path="pseudolabel",
+        )
     paths.metrics.mkdir(parents=True, exist_ok=True)
     write_json(paths.metrics / "pseudolabel.json", summary)
     logger.info("pseudolabel: %s", summary)

@@ -20,39 +20,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlflow
-import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger
 
 from brainxai.finetune.config import BackboneSpec
 from brainxai.jsonio import write_json
 from brainxai.paths import StudyPaths
-from brainxai.registry.candidates import example_shape, selected_checkpoints, ssl_candidates
+from brainxai.registry.candidates import (
+    backbone_model,
+    checkpoint_model,
+    selected_checkpoints,
+    ssl_candidates,
+)
 from brainxai.registry.config import RegistryConfig
-from brainxai.ssl import build_backbone
-from brainxai.ssl.checkpoint import read_backbone
-from brainxai.xai.checkpoints import resolve_loader
 from tasks.env import study_params
-from tasks.mlflow_log import git_commit, stage_run
+from tasks.mlflow_log import git_commit, log_stage, stage_run
 from tasks.registry import Loaded, common_tags, logged_fold_model, register_family
 
 
 def _ssl_loader(spec: BackboneSpec):
     def load(row: pd.Series) -> Loaded:
-        bb = build_backbone(str(row["arch"]), spec.input_mean, spec.input_std)
-        bb.load_state_dict(read_backbone(Path(row["backbone"])))
-        size = int(row["image_size"])
-        return Loaded(bb.eval(), np.zeros((1, 1, size, size), dtype=np.float32))
+        return Loaded(*backbone_model(str(row["arch"]), spec.input_mean, spec.input_std,
+                                      Path(row["backbone"]), int(row["image_size"])))  # fmt: skip
 
     return load
 
 
 def _checkpoint_loader(root: Path):
     def load(row: pd.Series) -> Loaded:
-        model, meta = resolve_loader(str(row["loader"]))(root / str(row["path"]))
-        shape = example_shape(meta, str(row["kind"]))
-        return Loaded(model.eval(), np.zeros(shape, dtype=np.float32))
+        path = root / str(row["path"])
+        return Loaded(*checkpoint_model(str(row["loader"]), path, str(row["kind"])))
 
     return load
 
@@ -114,15 +111,15 @@ def register_flow(
         for fam, s in out.items():
             for name, failure in s.get("failed", {}).items():
                 logger.error("%s %s not registered: %s", fam, name, failure)
-            mlflow.log_metrics(
+            champ = s.get("champion") or {}
+            log_stage(
                 {f"register.{fam}.{k}": float(s[k])
                  for k in ("logged", "reused_logged", "already_registered")}
                 | {f"register.{fam}.versions": float(len(s["versions"])),
-                   f"register.{fam}.failed": float(len(s.get("failed", {})))}
+                   f"register.{fam}.failed": float(len(s.get("failed", {})))},
+                tags={f"register.{fam}.champion": f"{champ['key']} v{champ['version']}"}
+                if "key" in champ else None,
             )  # fmt: skip
-            champ = s.get("champion") or {}
-            if "key" in champ:
-                mlflow.set_tag(f"register.{fam}.champion", f"{champ['key']} v{champ['version']}")
     summary = {"families": out, "notes": notes}
     paths.metrics.mkdir(parents=True, exist_ok=True)
     write_json(paths.metrics / "registry.json", summary)

@@ -10,13 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlflow
 from prefect import flow, get_run_logger
 
 from brainxai.report.sources import report_params
 from tasks.caching import run_cached
 from tasks.env import study_params
-from tasks.mlflow_log import stage_run
+from tasks.mlflow_log import log_stage, stage_run
 from tasks.report import inputs_fingerprint, write_report
 
 
@@ -48,15 +47,16 @@ def report_flow(
             "out": str(Path(out).resolve()) if out else None,
         }
         (result,) = run_cached(write_report, lambda r: r["files"], [call], root=root_path)
-        mlflow.log_metrics(
+        log_stage(
             {
                 "report.seconds": float(result["seconds"]),
                 "report.html_bytes": float(result["html_bytes"]),
                 "report.figures": float(len(result["figures"])),
                 "report.sections_not_run": float(sum(not v for v in result["sections"].values())),
-            }
+            },
+            artifacts=[result["html"]],
+            artifact_path="report",
         )
-        mlflow.log_artifact(result["html"], artifact_path="report")
     summary = {k: v for k, v in result.items() if k not in ("files", "figures")}
     summary["figures"] = len(result["figures"])
     logger.info("report: %s", summary)

@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 from prefect import flow, get_run_logger
 
@@ -28,7 +27,7 @@ from brainxai.standardize.manifest import NEW_COLUMNS
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_params
-from tasks.mlflow_log import stage_run
+from tasks.mlflow_log import log_stage, stage_run
 from tasks.runners import task_runner
 from tasks.standardize import standardize_one
 
@@ -148,15 +147,16 @@ def run_standardize(
             "quarantine_reasons": {str(k): int(v) for k, v in
                                    qc[qc["status"] != "ok"].groupby("reason").size().items()},
         }  # fmt: skip
-        mlflow.log_metrics(
+        log_stage(
             {
                 f"standardize.{k}": float(v)
                 for k, v in summary.items()
                 if isinstance(v, int | float) and not isinstance(v, bool)
-            }
-        )
-        for name in ("manifest_std", "standardize_qc", "standardize_quarantine"):
-            mlflow.log_artifact(str(processed / f"{name}.parquet"), artifact_path="standardize")
+            },
+            artifacts=[processed / f"{name}.parquet"
+                       for name in ("manifest_std", "standardize_qc", "standardize_quarantine")],
+            artifact_path="standardize",
+        )  # fmt: skip
     paths.metrics.mkdir(parents=True, exist_ok=True)
     save_json_atomic(summary, paths.metrics / "standardize.json")
     logger.info("standardize: %s", summary)

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import mlflow
 from prefect import flow
 
 from flows.classify3d import classify3d_flow
@@ -29,7 +28,7 @@ from flows.standardize import standardize_flow
 from flows.synth import synth_flow
 from flows.xai import xai_flow
 from tasks.env import study_params, study_root
-from tasks.mlflow_log import study_run
+from tasks.mlflow_log import log_stage, study_run
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "synth": synth_flow,
@@ -75,7 +74,7 @@ def study_flow(
         for name in chosen:
             t0 = time.perf_counter()
             results[name] = STAGES[name](profile=profile, root=root, overrides=overrides)
-            mlflow.log_metric(f"study.{name}.seconds", time.perf_counter() - t0)
+            log_stage({f"study.{name}.seconds": time.perf_counter() - t0})
     return results
 
 

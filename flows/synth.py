@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import mlflow
 from prefect import flow, get_run_logger
 
 from brainxai.atomic import save_json_atomic
@@ -18,7 +17,7 @@ from brainxai.paths import StudyPaths
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_params
-from tasks.mlflow_log import stage_run
+from tasks.mlflow_log import log_stage, stage_run
 from tasks.synth import finalize, plan_subjects, plant_faults, write_shard
 
 KINDS = ("cohort3d", "kaggle2d")
@@ -134,17 +133,17 @@ def synth_flow(
             summary[kind] = done
         seconds = time.perf_counter() - t0
         summary["seconds"] = round(seconds, 2)
-        mlflow.log_metrics(
+        tables = (paths.synth3d / "participants.tsv", paths.synth2d_meta / "subjects.csv")
+        log_stage(
             {
                 "synth.subjects_3d": summary["cohort3d"]["subjects"],
                 "synth.subjects_2d": summary["kaggle2d"]["subjects"],
                 "synth.images_2d": summary["kaggle2d"]["images"],
                 "synth.seconds": seconds,
-            }
+            },
+            artifacts=[f for f in tables if f.exists()],
+            artifact_path="synth",
         )
-        for f in (paths.synth3d / "participants.tsv", paths.synth2d_meta / "subjects.csv"):
-            if f.exists():
-                mlflow.log_artifact(str(f), artifact_path="synth")
     paths.metrics.mkdir(parents=True, exist_ok=True)
     counts = {k: v for k, v in summary.items() if k != "seconds"}
     save_json_atomic(counts, paths.metrics / "synth.json")

@@ -34,11 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger
 
 from brainxai.atomic import save_json_atomic, to_csv_atomic, to_parquet_atomic, write_text_atomic
@@ -69,7 +66,7 @@ from brainxai.xai.trajectory_plots import plot_trajectory
 from tasks.artifacts import publish_stage
 from tasks.caching import package_hash, run_cached
 from tasks.env import study_params
-from tasks.mlflow_log import stage_run
+from tasks.mlflow_log import child_run, log_stage, log_steps, stage_run
 from tasks.runners import task_runner
 from tasks.xai import explain_task, faithfulness_task, randomisation_task
 
@@ -188,16 +185,10 @@ class _Masks:
         return masks[[pos[str(i)] for i in ids]]
 
 
-def _log_model_run(
-    client: MlflowClient,
-    run_id: str,
-    table: pd.DataFrame,
-    rand: pd.DataFrame,
-    plots: list[Path],
-) -> None:
-    """Trajectory metrics with ``step = epoch``; randomisation results; the plots."""
-    metrics = []
-    ts = int(time.time() * 1000)
+def _log_model_run(table: pd.DataFrame, rand: pd.DataFrame, plots: list[Path]) -> None:
+    """Trajectory metrics with ``step = epoch``; randomisation results; the plots (in the
+    active model run)."""
+    metrics: list[tuple[str, float, int]] = []
     first_method = sorted(table["method"].unique())[0]
     for r in table.itertuples():
         scope = "global" if r.klass == GLOBAL else r.class_name
@@ -212,16 +203,14 @@ def _log_model_run(
             values |= {("auc", scope): r.auc, ("accuracy", scope): r.accuracy}
         for key, v in values.items():
             if v is not None and not pd.isna(v):
-                metrics.append(Metric(_metric_name(*key), float(v), ts, int(r.epoch)))
+                metrics.append((_metric_name(*key), float(v), int(r.epoch)))
     for r in rand.itertuples():
         for k in ("median_spearman", "median_soft_iou", "flag"):
             v = float(getattr(r, k))
             if not np.isnan(v):
-                metrics.append(Metric(_metric_name(r.method, "randomisation", k), v, ts, r.epoch))
-    for i in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[i : i + 1000])
-    for p in plots:
-        client.log_artifact(run_id, str(p), artifact_path="plots")
+                metrics.append((_metric_name(r.method, "randomisation", k), v, r.epoch))
+    log_steps(metrics)
+    log_stage(artifacts=plots, artifact_path="plots")
 
 
 def _plot_name(model: str, method: str) -> str:
@@ -296,7 +285,7 @@ def run_xai(
     out_dir = root_path / cfg.out_dir
     reports = root_path / cfg.reports_dir
     logger = get_run_logger()
-    with stage_run("xai", {"xai": xparams}) as stage:
+    with stage_run("xai", {"xai": xparams}):
         calls, fam_report, evalsets, runs, quarantine = _plan(cfg, root_path, out_dir)
         for name, rep in fam_report.items():
             if rep["status"] != "ok":
@@ -366,28 +355,21 @@ def run_xai(
         )
 
         # ---- MLflow: one nested run per model
-        client = MlflowClient()
         for run in sorted(table["model"].unique()) if len(table) else []:
             sub = table[table["model"] == run]
             info = runs[runs["run"] == run].iloc[0]
-            with mlflow.start_run(
-                experiment_id=stage.info.experiment_id,
-                run_name=f"xai-{run}",
-                nested=True,
+            with child_run(
+                f"xai-{run}",
                 tags={
                     "brainxai.stage": "xai",
                     "brainxai.family": str(info["family"]),
                     "brainxai.run": str(run),
                 },
-            ) as child:
-                mlflow.log_params({c: str(info[c]) for c in RUN_COLUMNS})
+                params={c: str(info[c]) for c in RUN_COLUMNS},
+            ):
                 safe = _plot_name(run, "")
                 _log_model_run(
-                    client,
-                    child.info.run_id,
-                    sub,
-                    rand[rand["run"] == run],
-                    [p for p in plots if p.name.startswith(safe)],
+                    sub, rand[rand["run"] == run], [p for p in plots if p.name.startswith(safe)]
                 )
 
         # ---- headline
@@ -425,17 +407,17 @@ def run_xai(
             "heatmap_seconds_when_computed": round(sum(r["seconds"] for r in ok), 2),
             "seconds": round(time.perf_counter() - t0, 2),
         }
-        mlflow.log_metrics(
+        tables = [reports / "trajectory.csv", reports / "dissociations.md"]
+        log_stage(
             {
                 "xai.trajectory_rows": len(table),
                 "xai.quarantined_checkpoints": len(quarantine),
                 "xai.randomisation_flagged": summary["randomisation"]["flagged"],
                 **{f"xai.dissociations.{k}": v for k, v in summary["dissociations"].items()},
-            }
+            },
+            artifacts=tables if tables[0].exists() else [],
+            artifact_path="xai",
         )
-        if (reports / "trajectory.csv").exists():
-            mlflow.log_artifact(str(reports / "trajectory.csv"), artifact_path="xai")
-            mlflow.log_artifact(str(reports / "dissociations.md"), artifact_path="xai")
     paths.metrics.mkdir(parents=True, exist_ok=True)
     write_json(paths.metrics / "xai.json", summary)
     logger.info("xai: %s", {k: summary[k] for k in ("dissociations", "randomisation")})

@@ -1,4 +1,7 @@
-"""MLflow tracking for stage flows: one run per flow run, params flattened, tags for lineage.
+"""MLflow tracking for stage flows, in one place: one run per flow run, params flattened,
+tags for lineage; what a stage logs in it (:func:`log_stage`: metrics, tags, files), nested
+runs per framework / model / row (:func:`child_run`), step histories (:func:`log_steps`) and
+models (:func:`log_model`). Flows and tasks call these, never ``mlflow`` directly.
 
 Backend: ``$MLFLOW_TRACKING_URI`` (default: sqlite in the study root, set by
 :mod:`tasks.env`); artifacts of the experiment go to ``$BRAINXAI_ARTIFACTS``
@@ -14,11 +17,12 @@ one study are found together, and says so in a warning.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import logging
 import os
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,7 @@ from urllib.parse import unquote, urlparse
 
 import mlflow
 import yaml
+from mlflow.entities import Metric
 
 from brainxai.redact import redact
 from tasks.env import study_root
@@ -38,6 +43,8 @@ STUDY_FILES = ("params.yaml", "dvc.yaml", "dvc.lock")
 log = logging.getLogger(__name__)
 _MAX_PARAM_LEN = 500
 _BATCH = 100
+#: Metrics per ``log_batch`` request (MLflow accepts up to 1000).
+_METRIC_BATCH = 1000
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -177,11 +184,91 @@ def stage_run(
         nested=nested,
         parent_run_id=None if nested else parent,
     ) as run:
-        flat = flatten(params)
-        items = sorted(flat.items())
-        for i in range(0, len(items), _BATCH):
-            mlflow.log_params(dict(items[i : i + _BATCH]))
+        _log_params(flatten(params))
         yield run
+
+
+def _log_params(flat: Mapping[str, str]) -> None:
+    items = sorted(flat.items())
+    for i in range(0, len(items), _BATCH):
+        mlflow.log_params(dict(items[i : i + _BATCH]))
+
+
+@contextmanager
+def child_run(
+    name: str, tags: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None
+) -> Iterator[mlflow.ActiveRun]:
+    """A run nested under the active stage run (one per framework, ablation row, model),
+    with ``params`` flattened (:func:`flatten`)."""
+    parent = mlflow.active_run()
+    experiment_id = parent.info.experiment_id if parent is not None else ensure_experiment()
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=name, nested=True, tags=dict(tags or {})
+    ) as run:
+        if params:
+            _log_params(flatten(params))
+        yield run
+
+
+def log_stage(
+    metrics: Mapping[str, Any] | None = None,
+    *,
+    step: int | None = None,
+    tags: Mapping[str, str] | None = None,
+    artifacts: Iterable[str | Path] = (),
+    artifact_path: str | None = None,
+) -> None:
+    """Log in the active run: ``metrics`` (at ``step``), ``tags``, and each of ``artifacts``
+    (a file, or a folder's contents) under ``artifact_path``."""
+    if metrics:
+        mlflow.log_metrics(dict(metrics), step=step)
+    for key, value in (tags or {}).items():
+        mlflow.set_tag(key, value)
+    for item in artifacts:
+        if Path(item).is_dir():
+            mlflow.log_artifacts(str(item), artifact_path=artifact_path)
+        else:
+            mlflow.log_artifact(str(item), artifact_path=artifact_path)
+
+
+def log_steps(rows: Iterable[tuple[str, float, int]], run_id: str | None = None) -> None:
+    """Metric histories as ``(name, value, step)`` rows, in batched requests, to ``run_id``
+    (default: the active run); e.g. a trajectory per epoch, a training curve per step."""
+    rid = run_id or mlflow.active_run().info.run_id
+    ts = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), ts, int(s)) for k, v, s in rows]
+    client = mlflow.MlflowClient()
+    for i in range(0, len(metrics), _METRIC_BATCH):
+        client.log_batch(rid, metrics=metrics[i : i + _METRIC_BATCH])
+
+
+def pip_requirements() -> list[str]:
+    """Pinned torch/torchvision as pip sees them (``2.x.y``, no local ``+cu`` suffix)."""
+    return [f"{p}=={importlib.metadata.version(p)}" for p in ("torch", "torchvision")]
+
+
+def log_model(model: Any, example: Any, name: str, input_example: bool = False) -> str:
+    """Log the torch module ``model`` (eval mode) in the active run as an MLflow model named
+    ``name``, its signature from ``example`` (one numpy input, batch 1) and the module's
+    output, the example itself too when ``input_example``; return the model URI.
+
+    Pickle format: the batch dimension stays free (MLflow 3's default ``pt2`` export traces
+    the example and fixes the batch size at 1, so a batch of 5 fails a guard)."""
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+
+    with torch.no_grad():
+        out = model(torch.from_numpy(example)).float().numpy()
+    info = mlflow.pytorch.log_model(
+        model,
+        name=name,
+        signature=infer_signature(example, out),
+        input_example=example if input_example else None,
+        serialization_format="pickle",
+        pip_requirements=pip_requirements(),
+    )
+    return info.model_uri
 
 
 @contextmanager

@@ -17,8 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
 from prefect import task
 
 from brainxai.atomic import save_json_atomic
@@ -39,6 +37,7 @@ from brainxai.ssl import (
 from brainxai.ssl.cache import IMAGES, INDEX
 from tasks.caching import code_policy, hashed_outputs
 from tasks.gpu import GPU_TAG, on_gpu_slot
+from tasks.mlflow_log import log_steps
 from tasks.progress import Progress
 
 STEP_KEYS = ("loss", "lr", "images_per_s", "gpu_mem_gb", "grad_norm")
@@ -108,18 +107,14 @@ class MlflowStream:
     """``on_metrics`` callback writing step/epoch metrics to one MLflow run (by id)."""
 
     def __init__(self, run_id: str) -> None:
-        self.client = MlflowClient()
         self.run_id = run_id
 
     def __call__(self, kind: str, step: int, metrics: dict[str, float]) -> None:
-        ts = int(time.time() * 1000)
         if kind == "step":
             items = {k: v for k, v in metrics.items() if k in STEP_KEYS}
         else:
             items = {f"epoch_{k}" if k in STEP_KEYS else k: v for k, v in metrics.items()}
-        self.client.log_batch(
-            self.run_id, metrics=[Metric(k, float(v), ts, step) for k, v in items.items()]
-        )
+        log_steps([(k, v, step) for k, v in items.items()], self.run_id)
 
 
 def with_progress(

@@ -17,7 +17,6 @@ registered from that logged model instead of being logged again.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,13 +30,12 @@ import torch
 from mlflow.entities import LoggedModelStatus
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from brainxai.hashing import file_sha256
 from brainxai.registry.champion import best_per_group, select_champion
 from brainxai.registry.config import FamilyConfig, alias_for
-from tasks.mlflow_log import PARENT_ENV
+from tasks.mlflow_log import PARENT_ENV, log_model
 
 SHA_TAG = "brainxai.sha256"
 _TAG_MAX = 5000
@@ -49,29 +47,6 @@ class Loaded:
 
     model: torch.nn.Module
     example: np.ndarray
-
-
-def pip_requirements() -> list[str]:
-    """Pinned torch/torchvision as pip sees them (``2.x.y``, no local ``+cu`` suffix)."""
-    return [f"{p}=={importlib.metadata.version(p)}" for p in ("torch", "torchvision")]
-
-
-def log_torch_model(loaded: Loaded, name: str) -> str:
-    """Log ``loaded.model`` in the active run with its signature; return the model URI.
-
-    Pickle format: the batch dimension stays free (MLflow 3's ``pt2`` export traces the
-    example and fixes the batch size to 1).
-    """
-    with torch.no_grad():
-        out = loaded.model(torch.from_numpy(loaded.example)).float().numpy()
-    info = mlflow.pytorch.log_model(
-        loaded.model,
-        name=name,
-        signature=infer_signature(loaded.example, out),
-        serialization_format="pickle",
-        pip_requirements=pip_requirements(),
-    )
-    return info.model_uri
 
 
 def _tag_value(v: Any) -> str:
@@ -145,7 +120,8 @@ def _register_row(
     uri = existing_uri(row) if existing_uri else None
     how = "reused_logged"
     if uri is None:
-        uri = log_torch_model(load(row), f"{fam.name}-{alias}")
+        loaded = load(row)
+        uri = log_model(loaded.model, loaded.example, f"{fam.name}-{alias}")
         how = "logged"
     tags = {**row_tags(row), **(extra_tags or {}), SHA_TAG: sha,
             "brainxai.file": str(path), "brainxai.task": task}  # fmt: skip

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,3 +72,26 @@ def example_shape(meta: dict, kind: str) -> tuple[int, ...]:
         channels = 2 if meta.get("needs_mask") else 1
         return (1, channels, *(int(s) for s in meta["input_size"]))
     raise ValueError(f"unknown checkpoint kind {kind!r} (expected '2d' or '3d')")
+
+
+def backbone_model(
+    arch: str, input_mean: float, input_std: float, path: Path, size: int
+) -> tuple[Any, np.ndarray]:
+    """An SSL backbone file as a module in eval mode and a batch-1 zero input
+    ``(1, 1, size, size)`` float32 (what logging or registering it needs)."""
+    from brainxai.ssl import build_backbone
+    from brainxai.ssl.checkpoint import read_backbone
+
+    backbone = build_backbone(arch, input_mean, input_std)
+    backbone.load_state_dict(read_backbone(Path(path)))
+    return backbone.eval(), np.zeros((1, 1, size, size), dtype=np.float32)
+
+
+def checkpoint_model(loader: str, path: Path, kind: str) -> tuple[Any, np.ndarray]:
+    """A checkpoint (``loader`` = ``"module:function"``, see
+    :func:`brainxai.xai.checkpoints.resolve_loader`) as a module in eval mode and a batch-1
+    zero input of :func:`example_shape`."""
+    from brainxai.xai.checkpoints import resolve_loader
+
+    model, meta = resolve_loader(loader)(Path(path))
+    return model.eval(), np.zeros(example_shape(meta, kind), dtype=np.float32)
