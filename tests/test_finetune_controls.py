@@ -147,11 +147,13 @@ def test_controls_on_toy_data_point_the_right_way(tmp_path):
         "warmup_epochs": 0.5, "bn_recalibration_images": 64,
         "augment": {"blur_prob": 0.0, "noise_prob": 0.0, "rotation_deg": 0.0,
                     "crop_scale": [0.95, 1.0], "hflip_prob": 0.0}}})  # fmt: skip
-    ccfg = ControlsConfig(explain_images=34, n_permutations=300)
+    ccfg = ControlsConfig(explain_images=34, n_permutations=300, epochs={"random_labels": 2})
     bb = BackboneSpec(arch="resnet18-w16", image_size=64)
     out = {c: run_control(c, cache, train, cfg, ccfg, bb, tmp_path, tmp_path / c, ("layer3",))
            for c in ("positive", "shortcut", "random_labels")}  # fmt: skip
     m = {c: r["measured"] for c, r in out.items()}
+    # controls.epochs shortens only the cell it names
+    assert [len(out[c]["history"]) for c in out] == [6, 6, 2]
     # the shortcut was learned: high on tagged val, a drop on the clean test split
     assert m["shortcut"]["val_macro_f1"] - m["shortcut"]["test_macro_f1"] > 0.3
     # NOT asserted yet: relevance outside the head, shortcut > positive. On these 64 px

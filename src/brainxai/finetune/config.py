@@ -190,11 +190,17 @@ class ControlsConfig(MappingConfig):
     shortcut_pointing_max: float = 0.2
     shortcut_val_min: float = 0.5
     shortcut_drop_min: float = 0.2
+    #: Epochs of a control's cell (control -> epochs; absent or 0 = ``tune.epochs``): the
+    #: shortcut needs only as long as a tag takes to learn and random labels hold nothing
+    #: to learn, while the positive control must be the real recipe.
+    epochs: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.run) - set(CONTROLS))
+        unknown = sorted((set(self.run) | set(self.epochs)) - set(CONTROLS))
         if unknown:
             raise ValueError(f"unknown controls {unknown}; valid: {list(CONTROLS)}")
+        if any(int(e) < 0 for e in self.epochs.values()):
+            raise ValueError("controls.epochs must be >= 0")
         if not 0 < self.tag_size < 0.5 or not 0 <= self.tag_margin < 0.25:
             raise ValueError("tag_size must be in (0, 0.5) and tag_margin in [0, 0.25)")
         if not 0 < self.fraction <= 1:

@@ -7,6 +7,7 @@ pointing game on lesion masks, relevance mass outside the head and on the tag, C
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,10 @@ def run_control(
     """Train the control's cell and measure it; returns the numbers :func:`verdicts`
     reads, the history, the checkpoints and the test predictions."""
     spec = RunSpec(f"ctrl-{control.replace('_', '-')}", "finetune", ccfg.fraction, ccfg.seed)
+    if int(ccfg.epochs.get(control, 0)) > 0:
+        cfg = dataclasses.replace(
+            cfg, tune=dataclasses.replace(cfg.tune, epochs=int(ccfg.epochs[control]))
+        )
     var = variant(control, cache, ccfg)
     data = CellData.of(var, train_record_ids)
     res = run_finetune(spec, cfg, backbone, var, data, "", "", run_dir)
