@@ -39,8 +39,8 @@ from brainxai.config import load_params  # noqa: E402
 from brainxai.pseudolabel import PseudolabelConfig, make_proposer, pseudolabel_subject  # noqa: E402
 from brainxai.pseudolabel.boxes import VoxelBox  # noqa: E402
 from brainxai.pseudolabel.proposers.base import SliceAnswer  # noqa: E402
+from brainxai.pseudolabel.stage import session_table  # noqa: E402
 from brainxai.pseudolabel.volumes import SubjectVolumes, load_mask  # noqa: E402
-from flows.pseudolabel import session_table  # noqa: E402
 
 QUALITY = [f"{q}_{m}" for q in ("dice", "hd95", "detected") for m in ("coarse", "refined", "union")]
 

@@ -1044,8 +1044,8 @@ class PrefectStack:
         """Pools, tag limit, worker (main thread, after :meth:`ready`)."""
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        from flows.orchestrate import ensure_pools, pool_specs, read_prefect_yaml
         from tasks.gpu import ensure_gpu_limit
+        from tasks.pools import ensure_pools, pool_specs, read_prefect_yaml
 
         config = read_prefect_yaml(ROOT / "prefect.yaml")
         with temporary_settings({PREFECT_API_URL: self.api}):

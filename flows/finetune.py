@@ -48,6 +48,7 @@ from brainxai.finetune.controls import verdicts
 from brainxai.finetune.leakage import check_training_leakage
 from brainxai.finetune.runs import LOADER, RunSpec
 from brainxai.finetune.sampling import effective_fractions, subsets_table
+from brainxai.hashing import file_sha256
 from brainxai.jsonio import write_json
 from brainxai.manifest import read_table
 from brainxai.paths import StudyPaths
@@ -69,7 +70,6 @@ from tasks.finetune import (
     gather_reporting,
     torch_threads,
 )
-from tasks.ingest import file_sha256
 from tasks.mlflow_log import flatten, stage_run
 from tasks.runners import task_runner
 

@@ -9,16 +9,13 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from brainxai.atomic import remove_stale_temps, remove_stale_temps_of, save_json_atomic
-from brainxai.hashing import file_sha256
-from brainxai.ingest import IngestConfig
-from brainxai.ingest.dicom import dicom_salt, salt_id
-from brainxai.ingest.sources import SourceError, check_sources, dvc_uncovered
+from brainxai.atomic import save_json_atomic
+from brainxai.ingest import stage
 from brainxai.paths import StudyPaths
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_params
-from tasks.ingest import ingest_source, split_and_card, tree_fingerprint
+from tasks.ingest import ingest_source, split_and_card
 from tasks.mlflow_log import log_stage, stage_run
 
 
@@ -37,87 +34,23 @@ def ingest_flow(
     """
     root_path, params = study_params(profile, root, overrides)
     paths = StudyPaths.from_params(root_path, params)
-    icfg = params["ingest"]
-    out_dir = paths.interim / "ingest"
+    section = params["ingest"]
     logger = get_run_logger()
-    check_sources(icfg["sources"], root_path)  # before any work: layouts, roots, names
-    own = (paths.manifest, paths.quarantine, paths.datacard_md, paths.datacard_json)
-    stale = remove_stale_temps(out_dir) + remove_stale_temps_of(*own, paths.metrics / "ingest.json")
+    stale = stage.prepare(section, paths)  # before any work: sources, partial files
     if stale:  # a run killed mid-write left them; they would change DVC's hash of the outs
         logger.warning("removed %d partial file(s) of a killed run: %s", len(stale), stale[:5])
-    dvc_yaml = root_path / "dvc.yaml"
-    uncovered = dvc_uncovered(icfg["sources"], dvc_yaml) if dvc_yaml.is_file() else []
-    if uncovered:
-        raise SourceError(
-            f"add these source paths to the ingest stage deps of {dvc_yaml}: "
-            f"{uncovered} (else DVC does not re-run ingestion when they change)"
-        )
-    conf = IngestConfig.from_dict(icfg["config"])
-    has_dicom = any(src["layout"] == "dicom" for src in icfg["sources"])
-    sid = salt_id(dicom_salt(conf, root_path)) if has_dicom else ""  # refuses without a salt
-    with stage_run("ingest", {"ingest": icfg, "split": params["split"]}):
-        calls = []
-        for src in icfg["sources"]:
-            src_root = root_path / src["root"]
-            sidecar = root_path / src["sidecar"] if src.get("sidecar") else None
-            labels_csv = root_path / src["labels_csv"] if src.get("labels_csv") else None
-            calls.append(
-                {
-                    "name": src["name"],
-                    "layout": src["layout"],
-                    "root": str(src_root),
-                    "cfg": icfg["config"],
-                    "base_dir": str(root_path),
-                    "out_dir": str(out_dir),
-                    "fingerprint": tree_fingerprint(src_root, sidecar, labels_csv),
-                    "sidecar": str(sidecar) if sidecar else None,
-                    "labels_csv": str(labels_csv) if labels_csv else None,
-                    "salt_id": sid if src["layout"] == "dicom" else "",
-                }
-            )
+    sid = stage.dicom_salt_id(section, paths)
+    with stage_run("ingest", {"ingest": section, "split": params["split"]}):
+        calls = stage.plan(section, paths, sid)
         sources = run_cached(ingest_source, lambda r: r["files"], calls, root=root_path)
         for s in sources:
-            logger.info(
-                "%s: found %d, ingested %d, quarantined %d",
-                s["name"],
-                s["found"],
-                s["ingested"],
-                s["quarantined"],
-            )
-        (result,) = run_cached(
-            split_and_card,
-            lambda r: r["files"],
-            [
-                {
-                    "sources": sources,
-                    "ingest_cfg": icfg["config"],
-                    "split_cfg": params["split"],
-                    "manifest_path": str(paths.manifest),
-                    "quarantine_path": str(paths.quarantine),
-                    "card_md": str(paths.datacard_md),
-                    "card_json": str(paths.datacard_json),
-                    "table_hashes": [file_sha256(s["manifest"]) for s in sources]
-                    + [file_sha256(s["quarantine"]) for s in sources],
-                }
-            ],
-            root=root_path,
-        )
+            logger.info("%s: found %d, ingested %d, quarantined %d",
+                        s["name"], s["found"], s["ingested"], s["quarantined"])  # fmt: skip
+        call = stage.split_call(section, params["split"], paths, sources)
+        (result,) = run_cached(split_and_card, lambda r: r["files"], [call], root=root_path)
         for warning in result["split_warnings"]:  # allowed by split.allow_empty_splits
             logger.warning("split too small: %s", warning)
-        metrics = {
-            "ingest.datasets_with_empty_splits": len(result["split_warnings"]),
-            "ingest.found": result["found"],
-            "ingest.ingested": result["ingested"],
-            "ingest.quarantined": result["quarantined"],
-            "ingest.subjects": result["subjects"],
-            **{f"ingest.split.{k}": v for k, v in result["per_split"].items()},
-            **{f"ingest.quarantine.{k}": v for k, v in result["quarantine_reasons"].items()},
-        }
-        log_stage(
-            metrics,
-            artifacts=(paths.manifest, paths.quarantine, paths.datacard_md, paths.datacard_json),
-            artifact_path="ingest",
-        )
+        log_stage(stage.metrics(result), artifacts=stage.outputs(paths), artifact_path="ingest")
     paths.metrics.mkdir(parents=True, exist_ok=True)
     out = {k: v for k, v in result.items() if k != "files"}
     save_json_atomic(out, paths.metrics / "ingest.json")

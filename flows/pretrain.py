@@ -18,35 +18,17 @@ from prefect import flow, get_run_logger
 
 from brainxai.atomic import save_json_atomic
 from brainxai.finetune.config import BackboneSpec
-from brainxai.hashing import file_sha256
 from brainxai.manifest import read_table
 from brainxai.paths import StudyPaths
 from brainxai.registry.candidates import backbone_model
 from brainxai.splits import check_subset_leakage
+from brainxai.ssl import stage
 from tasks import mlflow_log
 from tasks.artifacts import publish_stage
 from tasks.caching import run_cached
 from tasks.env import study_params
 from tasks.mlflow_log import child_run, log_stage, stage_run
-from tasks.pretrain import framework_params, pretrain_cache, pretrain_framework
-
-SUMMARY_KEYS = (
-    "framework", "arch", "epochs", "steps", "n_pretrain_images", "n_knn_bank", "n_knn_query",
-    "knn_classes", "resumed_from_epoch", "device", "final", "knn_random_init",
-    "knn_gain_over_random",
-)  # fmt: skip
-
-
-def _cache_call(params: dict[str, Any], paths: StudyPaths) -> dict[str, Any]:
-    pcfg = params["pretrain"]
-    return {
-        "manifest_path": str(paths.manifest),
-        "manifest_sha256": file_sha256(paths.manifest),
-        "base_dir": str(paths.root),
-        "data_cfg": pcfg["data"],
-        "knn_cfg": pcfg["knn"],
-        "out_dir": str(paths.interim / "pretrain"),
-    }
+from tasks.pretrain import pretrain_cache, pretrain_framework
 
 
 def _log_backbone(result: dict[str, Any], cfg: dict[str, Any], name: str) -> None:
@@ -55,6 +37,22 @@ def _log_backbone(result: dict[str, Any], cfg: dict[str, Any], name: str) -> Non
     backbone = backbone_model(spec.arch, spec.input_mean, spec.input_std,
                               Path(result["backbone"]), int(result["image_size"]))  # fmt: skip
     mlflow_log.log_model(*backbone, name, input_example=True)
+
+
+def _pretrain(call: dict[str, Any], run_id: str, root: Path, log_model: bool) -> dict[str, Any]:
+    """One framework's cached run, logged in its MLflow run ``run_id``."""
+    (res,) = run_cached(pretrain_framework, lambda r: r["files"], [call], root=root)
+    if res["mlflow_run_id"] != run_id:  # cache hit: log the history
+        for step, metrics in stage.history(res):
+            log_stage(metrics, step=step)
+    log_stage(
+        stage.final_metrics(res),
+        artifacts=[res["checkpoint"]] if res["checkpoint"] else [],
+        artifact_path="checkpoints",
+    )
+    if log_model:
+        _log_backbone(res, call["cfg"], f"backbone-{call['framework']}")
+    return res
 
 
 @flow(name="pretrain", log_prints=True)
@@ -79,69 +77,27 @@ def pretrain_flow(
     """
     root_path, params = study_params(profile, root, overrides)
     paths = StudyPaths.from_params(root_path, params)
-    pcfg = params["pretrain"]
-    chosen = list(pcfg["frameworks"] if frameworks is None else frameworks)
-    unknown = [f for f in chosen if f not in pcfg["frameworks"]]
-    if unknown:
-        raise ValueError(f"unknown frameworks {unknown}; known: {pcfg['frameworks']}")
+    section = params["pretrain"]
+    chosen = stage.frameworks(section, frameworks)
     logger = get_run_logger()
     manifest = read_table(paths.manifest)
     summary: dict[str, Any] = {}
-    shared = {k: pcfg[k] for k in ("data", "train", "augment", "knn")}
+    shared = {k: section[k] for k in stage.SHARED}
     with stage_run("pretrain", {"pretrain": {**shared, "frameworks": chosen}}):
-        (cache,) = run_cached(
-            pretrain_cache, lambda r: r["files"], [_cache_call(params, paths)], root=root_path
-        )
+        call = stage.cache_call(section, paths)
+        (cache,) = run_cached(pretrain_cache, lambda r: r["files"], [call], root=root_path)
         check_subset_leakage(manifest, cache["pretrain_record_ids"], allowed_splits=("train",))
-        log_stage(
-            {
-                f"pretrain.cache.{k}": float(cache[k])
-                for k in ("n", "ok", "failed", "n_pretrain", "n_pretrain_3d_slices", "n_query")
-            }
-        )
+        log_stage(stage.cache_counts(cache))
         for reason in cache["failures"]:
             logger.warning("not cached: %s (%s)", reason["key"], reason["reason"])
         for fw in chosen:
-            cfg = framework_params(pcfg, fw, params["seed"])
-            out_dir = paths.root / pcfg["out_dir"] / fw
-            with child_run(
-                f"pretrain-{fw}",
-                tags={"brainxai.framework": fw, "brainxai.stage": "pretrain"},
-                params=cfg,
-            ) as child:
-                call = {
-                    "framework": fw,
-                    "cache_dir": cache["cache_dir"],
-                    "cache_fingerprint": cache["fingerprint"],
-                    "cfg": cfg,
-                    "out_dir": str(out_dir),
-                    "resident_max_bytes": int(pcfg["data"]["resident_max_bytes"]),
-                    "mlflow_run_id": child.info.run_id,
-                }
-                (res,) = run_cached(
-                    pretrain_framework, lambda r: r["files"], [call], root=root_path
-                )
-                if res["mlflow_run_id"] != child.info.run_id:  # cache hit: log the history
-                    for rec in res["history"]:
-                        step = int(rec["epoch"]) * int(res["steps_per_epoch"])
-                        log_stage(
-                            {f"epoch_{k}" if k in ("loss", "lr", "images_per_s") else k: v
-                             for k, v in rec.items()},
-                            step=step,
-                        )  # fmt: skip
-                final = {f"final.{k}": float(v) for k, v in res["final"].items()}
-                if res.get("knn_random_init") is not None:
-                    final["knn_random_init"] = float(res["knn_random_init"])
-                log_stage(
-                    final,
-                    artifacts=[res["checkpoint"]] if res["checkpoint"] else [],
-                    artifact_path="checkpoints",
-                )
-                if log_model:
-                    _log_backbone(res, cfg, f"backbone-{fw}")
-            summary[fw] = {k: res.get(k) for k in SUMMARY_KEYS} | {
-                "backbone": paths.rel(Path(res["backbone"]))
-            }
+            cfg = stage.framework_params(section, fw, params["seed"])
+            tags = {"brainxai.framework": fw, "brainxai.stage": "pretrain"}
+            with child_run(f"pretrain-{fw}", tags=tags, params=cfg) as child:
+                rid = child.info.run_id
+                call = stage.framework_call(section, paths, fw, params["seed"], cache, rid)
+                res = _pretrain(call, rid, root_path, log_model)
+            summary[fw] = stage.summarise(res, paths)
             paths.metrics.mkdir(parents=True, exist_ok=True)
             save_json_atomic(summary[fw], paths.metrics / f"pretrain_{fw}.json")
             logger.info("%s: %s", fw, res["final"])

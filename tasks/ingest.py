@@ -8,56 +8,17 @@ images' grouping embeddings, :mod:`brainxai.ingest.grouping`) go to
 
 from __future__ import annotations
 
-import hashlib
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 
 from brainxai import ingest as ing
-from brainxai.hashing import file_sha256
 from brainxai.ingest.datacard import data_card, write_data_card
 from brainxai.ingest.grouping import grouping_report, load_embeddings, save_embeddings
 from brainxai.manifest import read_table, write_table
 from brainxai.splits import SplitConfig, assign_splits, check_leakage, check_split_sizes
 from tasks.caching import code_policy, hashed_outputs
-
-
-def tree_fingerprint(*roots: str | Path | None) -> str:
-    """sha256 over (relative path, sha256 of the bytes) of every file under the roots (a
-    root that is a file: its name and content); a dangling link or a symlink loop is
-    recorded as ``broken-link`` (ingestion quarantines it)."""
-    h = hashlib.sha256()
-    for root in roots:
-        if root is None:
-            continue
-        root = Path(root)
-        if root.is_file():
-            h.update(f"{root.name}|{_content_id(root)}\n".encode())
-            continue
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            for name in sorted(filenames):
-                f = Path(dirpath) / name
-                h.update(f"{f.relative_to(root).as_posix()}|{_content_id(f)}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def _content_id(f: Path) -> str:
-    """sha256 of a file's bytes; ``broken-link`` for a dangling link or a symlink loop,
-    ``special`` for a FIFO/socket/device, ``unreadable|size|mtime`` when it cannot be read."""
-    try:
-        st = f.stat()
-    except OSError:  # a symlink loop or dangling link: ingestion quarantines it
-        return "broken-link"
-    if not stat.S_ISREG(st.st_mode):
-        return "special"
-    try:
-        return file_sha256(f)
-    except OSError:
-        return f"unreadable|{st.st_size}|{st.st_mtime_ns}"
 
 
 @task(

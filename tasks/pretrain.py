@@ -43,16 +43,6 @@ from tasks.progress import Progress
 STEP_KEYS = ("loss", "lr", "images_per_s", "gpu_mem_gb", "grad_norm")
 
 
-def framework_params(pcfg: dict[str, Any], framework: str, seed: int) -> dict[str, Any]:
-    """The params one framework's run depends on (and nothing of the other frameworks)."""
-    return {
-        "framework": dict(pcfg.get(framework) or {}),
-        "train": {**pcfg["train"], "seed": int(seed)},
-        "augment": dict(pcfg["augment"]),
-        "knn": dict(pcfg["knn"]),
-    }
-
-
 def spec_of(framework: str, cfg: dict[str, Any], data_id: str) -> PretrainSpec:
     return PretrainSpec(
         framework=framework,

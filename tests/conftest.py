@@ -83,6 +83,7 @@ def make_study(
     smoke = params["profiles"]["smoke"]
     smoke["synth"] = {**smoke.get("synth", {}), **TINY_SYNTH, **(synth_overrides or {})}
     params["split"]["allow_empty_splits"] = allow_empty_splits
+    params["profile"] = "smoke"  # the tests' scale, whatever make study runs
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copy(REPO / "dvc.yaml", dest / "dvc.yaml")
     if copy_code:

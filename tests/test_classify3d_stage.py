@@ -12,7 +12,7 @@ import tasks  # noqa: F401  (embedded defaults before prefect)
 from brainxai.classify3d.config import Classify3DConfig, DataConfig
 from brainxai.classify3d.data import attach_pseudolabels, select_patients
 from brainxai.classify3d.results import ablation, run_summary
-from flows.classify3d import plan_runs
+from brainxai.classify3d.stage import plan_runs
 
 CLASSES = ["glioma", "pcnsl", "germinoma", "other"]
 CFG = {

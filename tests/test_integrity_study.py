@@ -105,7 +105,7 @@ def test_ingest_x_then_y_then_x_gives_x_numbers_files_and_mlflow_run(cohort, tmp
 
 
 def test_source_fingerprint_sees_content_with_same_size_and_mtime(tmp_path):
-    from tasks.ingest import tree_fingerprint
+    from brainxai.ingest.stage import tree_fingerprint
 
     f = tmp_path / "src" / "Glioma T1" / "a.png"
     f.parent.mkdir(parents=True)

@@ -10,8 +10,9 @@ from prefect import flow
 
 import tasks  # noqa: F401  (embedded defaults before prefect)
 from brainxai.ssl.cache import IMAGES, INDEX
+from brainxai.ssl.stage import framework_params
 from tasks.caching import run_cached
-from tasks.pretrain import framework_params, pretrain_framework
+from tasks.pretrain import pretrain_framework
 from tests.test_ssl_toydata import toy_cache
 
 PCFG = {

@@ -43,7 +43,8 @@ def _manifest(root: Path) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_flow_contract_counts_and_cache(tmp_path: Path, monkeypatch) -> None:
-    from flows.pseudolabel import COLUMNS, pseudolabel_flow
+    from brainxai.pseudolabel.stage import COLUMNS
+    from flows.pseudolabel import pseudolabel_flow
 
     root = tmp_path / "study"
     params = yaml.safe_load((REPO / "params.yaml").read_text())

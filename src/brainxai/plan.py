@@ -1,6 +1,10 @@
 """The scale-out plan: Prefect tasks per stage from params, and estimated CPU/GPU hours.
 
-Task counts follow the flows' fan-out exactly where it depends on params only:
+Task counts follow the flows' fan-out exactly where it depends on params only; where a
+stage's library plans its fan-out, the count calls that plan (the synth shards:
+:func:`brainxai.synth.stage.shards`; the classify3d runs:
+:func:`brainxai.classify3d.stage.plan_runs`; the fine-tuning inits:
+:func:`brainxai.finetune.stage.all_inits`), so it cannot drift from what runs:
 
 =============  ==========================================================================
 synth          ``ceil(n_3d / shard_size) + ceil(n_2d / shard_size)`` shards (+ 2 plan,
@@ -122,8 +126,11 @@ class Component:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _ceil(a: int, b: int) -> int:
-    return math.ceil(a / b) if a else 0
+def _shards(n: int, size: int) -> int:
+    """How many shard tasks the synth stage writes ``n`` subjects in."""
+    from brainxai.synth.stage import shards
+
+    return len(shards(n, size))
 
 
 def resnet_flops(arch: str, size: int) -> float:
@@ -183,7 +190,7 @@ def components(
         Component(
             "synth",
             "3D subjects",
-            2 + _ceil(c.n_3d, shard) + 1,
+            2 + _shards(c.n_3d, shard) + 1,
             "voxels",
             c.n_3d * vox,
             "write_shard",
@@ -197,7 +204,7 @@ def components(
         Component(
             "synth",
             "2D subjects",
-            _ceil(c.n_2d_subjects, shard) + 1 + faults,
+            _shards(c.n_2d_subjects, shard) + 1 + faults,
             "pixels",
             c.n_2d_subjects * int(s["slices_per_subject"]) * c.image_px**2,
             "write_shard",
@@ -288,9 +295,17 @@ def _pretrain(params: Mapping[str, Any], c: Cohort, resnet: FlopFn) -> list[Comp
     ]
 
 
+def _inits(params: Mapping[str, Any]) -> list[str]:
+    """The fine-tuning inits, as the finetune stage fans out over them."""
+    from brainxai.finetune.config import FinetuneConfig
+    from brainxai.finetune.stage import all_inits
+
+    return all_inits(FinetuneConfig.from_dict(params["finetune"]))
+
+
 def _finetune(params: Mapping[str, Any], c: Cohort, resnet: FlopFn) -> list[Component]:
     p, t = params["finetune"], params["pretrain"]["train"]
-    inits = list(p["inits"]) + (["imagenet"] if p.get("imagenet_path") else [])
+    inits = _inits(params)
     seeds, fractions, protocols = p["seeds"], p["fractions"], p["protocols"]
     f = resnet(t["arch"], int(t["image_size"]))
     n_train, n_test = c.train * c.n_2d_images, c.test * c.n_2d_images
@@ -398,15 +413,17 @@ def _twophase(
     )
 
 
+def _classify3d_runs(section: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The (variant, backbone) runs of the classify3d stage (every row runnable)."""
+    from brainxai.classify3d.config import Classify3DConfig
+    from brainxai.classify3d.stage import plan_runs
+
+    return plan_runs(Classify3DConfig.from_dict(dict(section)))[0]
+
+
 def _classify3d(params: Mapping[str, Any], c: Cohort, volume: FlopFn) -> list[Component]:
     p = params["classify3d"]
-    rows = list(p.get("ablation_rows") or p["variants"])
-    base = p.get("base_variant", "base")
-    rows = [base, *[r for r in rows if r != base]]
-    runs = [(r, p["ablation_backbone"]) for r in rows]
-    comp = p.get("comparison_variant", "full")
-    comp = comp if comp in rows else base
-    runs += [(comp, b) for b in p["compare_backbones"] if (comp, b) not in runs]
+    runs = _classify3d_runs(p)
     folds = int(p["cv"]["n_folds"])
     size = tuple(int(x) for x in p["data"]["input_size"])
     n_pool = (1 - c.test) * c.n_3d
@@ -446,7 +463,7 @@ def _xai(params: Mapping[str, Any], c: Cohort, resnet: FlopFn, volume: FlopFn) -
     x, ft, c3 = params["xai"], params["finetune"], params["classify3d"]
     sel, cam = x["select"], x["cam"]
     methods = list(x["methods"])
-    inits = list(ft["inits"]) + (["imagenet"] if ft.get("imagenet_path") else [])
+    inits = _inits(params)
     # checkpoints per run of each protocol (+ the selected epoch: an upper bound)
     per_run = {
         "probe": len(ft["probe"]["checkpoint_epochs"]),
@@ -468,9 +485,7 @@ def _xai(params: Mapping[str, Any], c: Cohort, resnet: FlopFn, volume: FlopFn) -
     runs_2d = sum(runs_of.values())
     ck_all_2d = sum(n * per_run[p] for p, n in runs_of.items())
     ck_2d = max((per_run[p] for p in runs_of), default=0)
-    rows = list(c3.get("ablation_rows") or c3["variants"])
-    comp_bbs = [b for b in c3["compare_backbones"] if b != c3["ablation_backbone"]]
-    runs_3d = len(rows) + len(comp_bbs)  # fold 0 only (xai.families.classify3d.select)
+    runs_3d = len(_classify3d_runs(c3))  # fold 0 only (xai.families.classify3d.select)
     ck_3d = len(c3["train"]["checkpoint_epochs"])
     fam3 = x["families"].get("classify3d", {})
     imgs_2d = min(int(x["max_images"]), int(c.test * c.n_2d_images))
