@@ -19,7 +19,7 @@ export DO_NOT_TRACK := 1
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make study   create .venv from requirements.lock (once), make the embedded data, run the study (dvc repro, smoke profile)"
+	@echo "make study   create .venv from requirements.lock (once), make the embedded data, run the study (dvc repro, demo profile: CPU, ~1 h)"
 	@echo "make test    create .venv (once) and run the default test suite (not slow)"
 	@echo "make test-all | lint | bench | gpu-acceptance | doctor | lock | clean"
 
