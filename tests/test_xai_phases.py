@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 import tasks  # noqa: F401  (embedded defaults before prefect)
@@ -121,3 +122,16 @@ def test_two_phase_trajectory_and_faithfulness_through_the_stage(tmp_path):
         assert row["insertion AUC, random control"] == num(g["insertion_auc_random"].mean())
         cs = glob.loc[[(r, e, method) for r, e in zip(g["run"], g["epoch"], strict=True)]]
         assert row["consistent: C-Score"] == num(cs["cscore"].mean())
+
+    # faithfulness.checkpoints: last scores each model's final checkpoint only, the same
+    # numbers as before for those rows
+    write_params(root, xai_section(**{**base, "faithfulness": {**FAITH, "checkpoints": "last"}}))
+    run_stage(root)
+    last = pd.read_csv(root / "reports/xai/faithfulness.csv")
+    assert len(last) == 2 * 2
+    pairs = {(r, e) for r, e in zip(final["run"], final["epoch"], strict=True)}
+    assert set(zip(last["run"], last["epoch"], strict=True)) == pairs == {("ft", 1), ("tp", 3)}
+    merged = last.merge(final, on=["run", "epoch", "method"], suffixes=("", "_all"))
+    assert np.allclose(merged["deletion_auc"], merged["deletion_auc_all"])
+    with pytest.raises(ValueError, match="checkpoints"):
+        FaithfulnessConfig(checkpoints="first")

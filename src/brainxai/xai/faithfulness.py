@@ -46,10 +46,15 @@ class FaithfulnessConfig(MappingConfig):
     #: Also score a seeded random ranking (the control a faithful map must beat).
     random_control: bool = True
     seed: int = 0
+    #: Which checkpoints are scored: ``all`` tracked ones, or each model's ``last`` (the
+    #: report's faithfulness table reads the final checkpoint; ``last`` saves the rest).
+    checkpoints: str = "all"
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.max_images < 0:
             raise ValueError("faithfulness: steps, batch_size >= 1 and max_images >= 0")
+        if self.checkpoints not in ("all", "last"):
+            raise ValueError(f"faithfulness.checkpoints: 'all' or 'last', not {self.checkpoints!r}")
 
 
 def pixel_ranks(maps: np.ndarray) -> np.ndarray:

@@ -219,15 +219,17 @@ def randomisation_calls(cfg: XaiConfig, plan: Plan, ex: Explained) -> list[dict[
 
 
 def faithfulness_calls(cfg: XaiConfig, plan: Plan, ex: Explained) -> list[dict[str, Any]]:
-    """Deletion/insertion AUC of every explained (checkpoint, method), keyed on the heatmap
-    file's hash; none when ``faithfulness.enabled`` is off."""
+    """Deletion/insertion AUC of every explained (checkpoint, method) - or only each model's
+    last checkpoint (``faithfulness.checkpoints: last``) - keyed on the heatmap file's hash;
+    none when ``faithfulness.enabled`` is off."""
     if not cfg.faithfulness.enabled:
         return []
     fcfg = cfg.faithfulness.to_dict()
+    files = ex.finals if cfg.faithfulness.checkpoints == "last" else ex.files
     return [
         {k: v for k, v in plan.call_of(f).items() if k not in ("explain", "out_dir", "cam_cfg")}
         | {"heatmap_path": f.path, "heatmap_sha256": file_sha256(f.path), "faith_cfg": fcfg}
-        for f in ex.files
+        for f in files
     ]
 
 
