@@ -1,7 +1,8 @@
 """MLflow tracking for stage flows, in one place: one run per flow run, params flattened,
 tags for lineage; what a stage logs in it (:func:`log_stage`: metrics, tags, files), nested
-runs per framework / model / row (:func:`child_run`), step histories (:func:`log_steps`) and
-models (:func:`log_model`). Flows and tasks call these, never ``mlflow`` directly.
+runs per framework / model / row (:func:`child_run`; written in one go:
+:func:`record_run`), step histories (:func:`log_steps`) and models (:func:`log_model`).
+Flows and tasks call these, never ``mlflow`` directly.
 
 Backend: ``$MLFLOW_TRACKING_URI`` (default: sqlite in the study root, set by
 :mod:`tasks.env`); artifacts of the experiment go to ``$BRAINXAI_ARTIFACTS``
@@ -30,7 +31,7 @@ from urllib.parse import unquote, urlparse
 
 import mlflow
 import yaml
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param
 
 from brainxai.redact import redact
 from tasks.env import study_root
@@ -240,6 +241,42 @@ def log_steps(rows: Iterable[tuple[str, float, int]], run_id: str | None = None)
     client = mlflow.MlflowClient()
     for i in range(0, len(metrics), _METRIC_BATCH):
         client.log_batch(rid, metrics=metrics[i : i + _METRIC_BATCH])
+
+
+def record_run(
+    name: str,
+    *,
+    tags: Mapping[str, str] | None = None,
+    params: Mapping[str, Any] | None = None,
+    steps: Iterable[tuple[str, float, int]] = (),
+    artifacts: Iterable[str | Path] = (),
+    artifact_path: str | None = None,
+    failed: bool = False,
+) -> str:
+    """A finished run nested under the active stage run, written through the client in one
+    go (the active run stays the stage's): ``tags``, ``params`` flattened
+    (:func:`flatten`), ``steps`` as metric histories (:func:`log_steps`), ``artifacts``
+    (files) under ``artifact_path``; it ends FAILED when ``failed``. E.g. one fine-tuning
+    cell. Returns its id."""
+    parent = mlflow.active_run()
+    client = mlflow.MlflowClient()
+    run = client.create_run(
+        parent.info.experiment_id,
+        run_name=name,
+        tags={"mlflow.parentRunId": parent.info.run_id, **dict(tags or {})},
+    )
+    rid = run.info.run_id
+    items = sorted(flatten(params or {}).items())
+    for i in range(0, len(items), _BATCH):
+        client.log_batch(rid, params=[Param(k, v) for k, v in items[i : i + _BATCH]])
+    if failed:
+        client.set_terminated(rid, status="FAILED")
+        return rid
+    log_steps(steps, run_id=rid)
+    for item in artifacts:
+        client.log_artifact(rid, str(item), artifact_path=artifact_path)
+    client.set_terminated(rid)
+    return rid
 
 
 def pip_requirements() -> list[str]:

@@ -25,7 +25,7 @@ from brainxai.evaluation.fractions import fraction_label, fraction_labels, with_
 from brainxai.evaluation.results_md import results_markdown
 from brainxai.finetune.data import CLASS_NAMES
 from brainxai.finetune.sampling import effective_by_fraction, effective_fractions, subsets_table
-from flows.finetune import label_efficiency_table
+from brainxai.finetune.stage import label_efficiency_table
 from tasks.finetune import finetune_aggregate
 
 H_CLASSES = ["H T1", "H T2", "H T1C+", "H FLAIR", "H PD"]

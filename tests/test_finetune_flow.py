@@ -144,7 +144,7 @@ def test_backbone_files_missing_backbones_and_local_imagenet_weights(tmp_path):
     import torchvision
 
     from brainxai.finetune.config import BackboneSpec, FinetuneConfig
-    from flows.finetune import backbone_files
+    from brainxai.finetune.stage import backbone_files
 
     spec = BackboneSpec(arch="resnet18", image_size=32)
     cfg = FinetuneConfig.from_dict({"inits": ["simclr", "random"]})

@@ -3,8 +3,9 @@
 Task counts follow the flows' fan-out exactly where it depends on params only; where a
 stage's library plans its fan-out, the count calls that plan (the synth shards:
 :func:`brainxai.synth.stage.shards`; the classify3d runs:
-:func:`brainxai.classify3d.stage.plan_runs`; the fine-tuning inits:
-:func:`brainxai.finetune.stage.all_inits`), so it cannot drift from what runs:
+:func:`brainxai.classify3d.stage.plan_runs`; the fine-tuning cells and embeddings:
+:func:`brainxai.finetune.stage.cells` and :func:`~brainxai.finetune.stage.embeddings`), so
+it cannot drift from what runs:
 
 =============  ==========================================================================
 synth          ``ceil(n_3d / shard_size) + ceil(n_2d / shard_size)`` shards (+ 2 plan,
@@ -36,9 +37,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from brainxai.labels import DIAGNOSES_3D, KAGGLE_GROUPS, SEQUENCES_2D
+
+if TYPE_CHECKING:
+    from brainxai.finetune.runs import RunSpec
 
 #: forward + backward ~ 3 forward passes (backward ~ 2x forward), per trained image.
 TRAIN_PASSES = 3.0
@@ -295,24 +299,26 @@ def _pretrain(params: Mapping[str, Any], c: Cohort, resnet: FlopFn) -> list[Comp
     ]
 
 
-def _inits(params: Mapping[str, Any]) -> list[str]:
-    """The fine-tuning inits, as the finetune stage fans out over them."""
+def _finetune_plan(params: Mapping[str, Any]) -> tuple[list[str], list[RunSpec], int]:
+    """The fine-tuning inits, cells and frozen-backbone embeddings, as the finetune stage
+    fans out over them (:mod:`brainxai.finetune.stage`)."""
+    from brainxai.finetune import stage
     from brainxai.finetune.config import FinetuneConfig
-    from brainxai.finetune.stage import all_inits
 
-    return all_inits(FinetuneConfig.from_dict(params["finetune"]))
+    cfg = FinetuneConfig.from_dict(params["finetune"])
+    inits = stage.all_inits(cfg)
+    return inits, stage.cells(cfg, inits), len(stage.embeddings(cfg, inits))
 
 
 def _finetune(params: Mapping[str, Any], c: Cohort, resnet: FlopFn) -> list[Component]:
     p, t = params["finetune"], params["pretrain"]["train"]
-    inits = _inits(params)
+    inits, specs, embeds = _finetune_plan(params)
     seeds, fractions, protocols = p["seeds"], p["fractions"], p["protocols"]
     f = resnet(t["arch"], int(t["image_size"]))
     n_train, n_test = c.train * c.n_2d_images, c.test * c.n_2d_images
     n_all = c.n_2d_images
     out = []
     if "probe" in protocols:
-        embeds = sum(len(seeds) if i == "random" else 1 for i in inits)
         flops = embeds * n_all * f
         out.append(
             Component(
@@ -329,9 +335,9 @@ def _finetune(params: Mapping[str, Any], c: Cohort, resnet: FlopFn) -> list[Comp
         )
     tune = p["tune"]
     for protocol in protocols:
-        cells = len(inits) * len(fractions) * len(seeds)
+        cells = sum(rs.protocol == protocol for rs in specs)
         if protocol == "twophase":
-            out.append(_twophase(p, inits, n_train, n_test, f))
+            out.append(_twophase(p, inits, specs, n_train, n_test, f))
             continue
         if protocol == "probe":
             epochs = int(p["probe"]["epochs"])
@@ -376,19 +382,25 @@ def _finetune(params: Mapping[str, Any], c: Cohort, resnet: FlopFn) -> list[Comp
     return out
 
 
-def _twophase_cells(p: Mapping[str, Any]) -> tuple[list[float], list[int]]:
-    """The (fractions, seeds) the two-phase protocol runs at ([] in its section = all)."""
-    tp = p["twophase"]
-    fractions = [f for f in p["fractions"] if not tp["fractions"] or f in tp["fractions"]]
-    return fractions, [s for s in p["seeds"] if not tp["seeds"] or s in tp["seeds"]]
+def _fractions_seeds(specs: list[RunSpec], protocol: str) -> tuple[list[float], list[int]]:
+    """The fractions and the seeds ``protocol`` runs at among the stage's cells ``specs``."""
+    mine = [rs for rs in specs if rs.protocol == protocol]
+    fractions = list(dict.fromkeys(rs.fraction for rs in mine))
+    return fractions, list(dict.fromkeys(rs.seed for rs in mine))
 
 
 def _twophase(
-    p: Mapping[str, Any], inits: list[str], n_train: float, n_test: float, f: float
+    p: Mapping[str, Any],
+    inits: list[str],
+    specs: list[RunSpec],
+    n_train: float,
+    n_test: float,
+    f: float,
 ) -> Component:
-    """Paper 004's runs: phase 1 forward-only through the frozen backbone, phase 2 trains."""
+    """Paper 004's runs (the two-phase cells of the stage's ``specs``): phase 1 forward-only
+    through the frozen backbone, phase 2 trains."""
     tp = p["twophase"]
-    fractions, seeds = _twophase_cells(p)
+    fractions, seeds = _fractions_seeds(specs, "twophase")
     bs, cap = int(tp["batch_size"]), int(tp["max_steps_per_epoch"])
     per_frac = []
     for fr in fractions:
@@ -396,7 +408,7 @@ def _twophase(
         per_frac.append((min(steps, cap) if cap else steps) * bs)
     seen = sum(per_frac) * len(inits) * len(seeds)
     frozen, unfrozen = int(tp["frozen_epochs"]), int(tp["unfrozen_epochs"])
-    cells = len(inits) * len(fractions) * len(seeds)
+    cells = sum(rs.protocol == "twophase" for rs in specs)
     flops = seen * (frozen * FROZEN_PASSES + unfrozen * TRAIN_PASSES) * f
     flops += cells * (frozen + unfrozen) * n_test * f
     return Component(
@@ -463,7 +475,7 @@ def _xai(params: Mapping[str, Any], c: Cohort, resnet: FlopFn, volume: FlopFn) -
     x, ft, c3 = params["xai"], params["finetune"], params["classify3d"]
     sel, cam = x["select"], x["cam"]
     methods = list(x["methods"])
-    inits = _inits(params)
+    inits, specs, _ = _finetune_plan(params)
     # checkpoints per run of each protocol (+ the selected epoch: an upper bound)
     per_run = {
         "probe": len(ft["probe"]["checkpoint_epochs"]),
@@ -474,9 +486,7 @@ def _xai(params: Mapping[str, Any], c: Cohort, resnet: FlopFn, volume: FlopFn) -
     for protocol in ft["protocols"]:
         if sel["protocols"] and protocol not in sel["protocols"]:
             continue
-        fractions, seeds = (
-            _twophase_cells(ft) if protocol == "twophase" else (ft["fractions"], ft["seeds"])
-        )
+        fractions, seeds = _fractions_seeds(specs, protocol)
         runs_of[protocol] = (
             _select_count(inits, sel["inits"])
             * min(_select_count(ft["fractions"], sel["fractions"]), len(fractions))
