@@ -1,4 +1,4 @@
-"""Render the README's data figures from a finished smoke study.
+"""Render the data figures of docs/data.md from a finished smoke study.
 
 Usage: ``python docs/make_figures.py [STUDY_ROOT]`` (default: the repository root after
 ``make study``); writes docs/img/kaggle_montage.png and docs/img/volume_montage.png.

@@ -1,7 +1,7 @@
 """Documentation that the code can contradict (issue 19): the architecture picture is drawn
 from the imports, data/README.md names every DVC output under data/, git keeps data/
 untracked but data/README.md, the README opens with the two commands and names the pinned
-SQLAlchemy."""
+SQLAlchemy (as docs/deployments.md, where the details live)."""
 
 from __future__ import annotations
 
@@ -72,6 +72,9 @@ def test_readme_opens_with_the_two_commands_and_names_the_pinned_sqlalchemy():
     assert lines[5] == "```"
     (pinned,) = re.findall(r"^SQLAlchemy==(\S+)$", (REPO / "requirements.lock").read_text(),
                            flags=re.M | re.I)  # fmt: skip
-    assert f"SQLAlchemy {pinned}" in readme
-    assert "expected failure until the lock pins" not in readme
-    assert "PREFECT_UI_API_URL" in readme
+    deployments = (REPO / "docs" / "deployments.md").read_text()
+    assert "docs/deployments.md" in readme  # the reference the README maps
+    for text in (readme, deployments):
+        assert f"SQLAlchemy {pinned}" in text
+        assert "expected failure until the lock pins" not in text
+        assert "PREFECT_UI_API_URL" in text

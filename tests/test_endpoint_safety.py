@@ -1,7 +1,7 @@
 """Deployment safety (issue 16.10): the OpenAI-compatible proposer refuses plain http://
 off this machine unless allowed, refuses credentials in params, and a URL's credentials
 (from the environment) are sent but never appear in the model id, cache keys, cached
-answers, errors, MLflow params or Prefect cache keys; the README exposes no open API."""
+answers, errors, MLflow params or Prefect cache keys; the README and docs/ expose no open API."""
 
 from __future__ import annotations
 
@@ -167,9 +167,13 @@ def test_prefect_cache_keys_and_mlflow_params_drop_url_credentials():
 
 
 def test_readme_exposes_no_unauthenticated_server_and_says_who_writes_mlflow():
-    text = (REPO / "README.md").read_text()
-    assert "prefect server start --host 0.0.0.0" not in text
-    assert "prefect server start --host 127.0.0.1" in text
-    assert "PREFECT_SERVER_API_AUTH_STRING" in text and "reverse proxy" in text
-    assert "Loading a pickle runs code from the store" in text
-    assert "allow_insecure_http" in text
+    """The README and the docs it maps (deployments: Prefect; configuration: MLflow, VLM)."""
+    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    for path in docs:
+        assert "prefect server start --host 0.0.0.0" not in path.read_text(), path
+    deployments = (REPO / "docs" / "deployments.md").read_text()
+    configuration = (REPO / "docs" / "configuration.md").read_text()
+    assert "prefect server start --host 127.0.0.1" in deployments
+    assert "PREFECT_SERVER_API_AUTH_STRING" in deployments and "reverse proxy" in deployments
+    assert "Loading a pickle runs code from the store" in configuration
+    assert "allow_insecure_http" in configuration

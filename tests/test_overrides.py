@@ -143,7 +143,8 @@ def test_every_command_with_a_profile_takes_set():
     assert ("data", "standardize") in with_profile and ("study", "run") in with_profile
     lacking = [p for p, c in with_profile.items() if not any(o.name == "sets" for o in c.params)]
     # `study track` wraps another command (`-- dvc repro`): DVC reads params.yaml itself, so
-    # its override is `dvc exp run -S '++overrides...'` (README), not a flag of the wrapper
+    # its override is `dvc exp run -S '++overrides...'` (docs/configuration.md), not a flag of
+    # the wrapper
     assert lacking == [("study", "track")], lacking
 
 
