@@ -17,6 +17,7 @@ from brainxai.finetune.controls import (
     burn_tags,
     chance_interval,
     head_masks,
+    occlusion_reliance,
     outside_mass,
     permute_labels,
     tag_masks,
@@ -73,6 +74,29 @@ def test_outside_mass_and_head_mask_of_known_maps():
     ring[0, 2:7, 2:7] = 100
     ring[0, 4, 4] = 0  # a dark hole inside the head is still head
     assert head_masks(ring, 8)[0].sum() == 25
+
+
+def test_occlusion_reliance_of_a_model_that_reads_one_known_region():
+    """A 'model' whose p(class 1) is the mean of pixels [2:6, 2:6]: occluding that region
+    (by the head's median, 0.2) removes exactly (1.0 - 0.2) of it; the same region moved by
+    half the image (to [10:14, 10:14], where the model does not look) removes nothing."""
+    images = np.full((3, 16, 16), 0.2, np.float32)
+    images[:, 2:6, 2:6] = 1.0
+    evidence = np.zeros_like(images, bool)
+    evidence[:2, 2:6, 2:6] = True  # the 3rd image has no evidence: left out
+
+    def predict(x):
+        p1 = x[:, 2:6, 2:6].mean(axis=(1, 2))
+        return np.stack([1 - p1, p1], axis=1)
+
+    head = np.ones_like(evidence)
+    rel = occlusion_reliance(predict, images, evidence, np.array([1, 1, 1]), head)
+    assert rel["n"] == 2
+    assert rel["drop_evidence"] == pytest.approx(0.8)
+    assert rel["drop_elsewhere"] == pytest.approx(0.0)
+    assert rel["reliance"] == pytest.approx(0.8)
+    none = occlusion_reliance(predict, images, np.zeros_like(evidence), np.ones(3, int), head)
+    assert none["n"] == 0 and np.isnan(none["reliance"])
 
 
 def test_chance_interval_holds_shuffled_predictions_not_a_perfect_model():
@@ -161,6 +185,9 @@ def test_controls_on_toy_data_point_the_right_way(tmp_path):
     # ~0.53 for both models vs 0.61 for a uniform map); see benchmarks/RESULTS.md.
     for c in m.values():
         assert 0 <= c["outside_head_mass"] <= 1 and 0 <= c["outside_head_pointing"] <= 1
+    # occlusion: the shortcut model needs its tag, the lesion model its lesion
+    assert m["shortcut"]["tag_reliance"] > ccfg.reliance_min
+    assert m["positive"]["lesion_reliance"] > ccfg.reliance_min
     rl = m["random_labels"]
     assert rl["chance_low"] <= rl["test_macro_f1"] <= rl["chance_high"]
     assert m["positive"]["test_macro_f1"] > m["positive"]["chance_high"]

@@ -190,6 +190,10 @@ class ControlsConfig(MappingConfig):
     shortcut_pointing_max: float = 0.2
     shortcut_val_min: float = 0.5
     shortcut_drop_min: float = 0.2
+    #: Does the control model use the planted evidence at all? The mean drop of p(true
+    #: class) when the evidence (positive: the lesion; shortcut: the tag) is occluded, minus
+    #: the drop for the same region moved by half the image (occlusion; Zeiler & Fergus 2014).
+    reliance_min: float = 0.05
     #: Epochs of a control's cell (control -> epochs; absent or 0 = ``tune.epochs``): the
     #: shortcut needs only as long as a tag takes to learn and random labels hold nothing
     #: to learn, while the positive control must be the real recipe.

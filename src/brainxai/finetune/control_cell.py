@@ -24,6 +24,7 @@ from brainxai.finetune.controls import (
     burn_tags,
     chance_interval,
     head_masks,
+    occlusion_reliance,
     outside_mass,
     permute_labels,
     pointing_baselines,
@@ -125,11 +126,23 @@ def explain(
         "head_share": float(head.mean()),
         "cam_layers": list(hm.layers),
     }
+
+    def predict(arr: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(arr)[:, None]).softmax(dim=1).numpy()
+
+    grey = x[:, 0].numpy()
     if control == "shortcut":
         out["tag_mass"] = float(np.nanmean(relevance_mass_accuracy(hm.maps, tag)))
+        rel = occlusion_reliance(predict, grey, tag, labels, head)
+        out["tag_reliance"], out["tag_occlusion"] = rel["reliance"], rel
     if tumour.any():
         out["pointing_tumour"] = float(np.nanmean(pointing_game(hm.maps[tumour], lesion[tumour])))
         out["baselines"] = pointing_baselines(lesion[tumour], ccfg.seed)
+        if control == "positive":
+            rel = occlusion_reliance(predict, grey[tumour], lesion[tumour], labels[tumour],
+                                     head[tumour])  # fmt: skip
+            out["lesion_reliance"], out["lesion_occlusion"] = rel["reliance"], rel
     cs = cscore(hm.maps, labels, hm.probs, tau=ccfg.tau)
     out["cscore"] = float(cs.global_score) if sum(cs.gold_size.values()) >= 2 else None
     out["classes_with_gold"] = int(sum(v >= 2 for v in cs.gold_size.values()))

@@ -22,6 +22,7 @@ target missed is reported with its number, never lowered.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -102,6 +103,43 @@ def outside_mass(maps: np.ndarray, inside: np.ndarray) -> np.ndarray:
     return 1.0 - relevance_mass_accuracy(maps, inside)
 
 
+def occlusion_reliance(
+    predict: Callable[[np.ndarray], np.ndarray],
+    images: np.ndarray,
+    evidence: np.ndarray,
+    labels: np.ndarray,
+    head: np.ndarray,
+) -> dict[str, float]:
+    """Does the model use ``evidence``? (occlusion, Zeiler & Fergus 2014): the mean drop of
+    p(true class) when the evidence pixels take the image's median head value, minus the
+    drop when the same region moved by half the image side is occluded the same way.
+
+    ``predict`` maps ``(N, S, S)`` images to ``(N, K)`` probabilities; ``evidence`` and
+    ``head`` are ``(N, S, S)`` bool; rows without evidence are left out."""
+    keep = evidence.reshape(len(evidence), -1).any(axis=1)
+    if not keep.any():
+        return {"drop_evidence": float("nan"), "drop_elsewhere": float("nan"),
+                "reliance": float("nan"), "n": 0}  # fmt: skip
+    x, ev, hd, y = images[keep], evidence[keep], head[keep], labels[keep]
+    size = x.shape[-1]
+    moved = np.roll(ev, (size // 2, size // 2), axis=(1, 2))
+    pairs = zip(x, hd, strict=True)
+    fill = np.array([np.median(im[h]) if h.any() else np.median(im) for im, h in pairs])
+    rows = np.arange(len(x))
+
+    def p_true(arr: np.ndarray) -> np.ndarray:
+        return np.asarray(predict(arr))[rows, y]
+
+    def occluded(mask: np.ndarray) -> np.ndarray:
+        return np.where(mask, fill[:, None, None], x).astype(x.dtype)
+
+    p0 = p_true(x)
+    drop_ev = float(np.mean(p0 - p_true(occluded(ev))))
+    drop_else = float(np.mean(p0 - p_true(occluded(moved))))
+    return {"drop_evidence": drop_ev, "drop_elsewhere": drop_else,
+            "reliance": drop_ev - drop_else, "n": int(keep.sum())}  # fmt: skip
+
+
 def chance_interval(
     y_true: np.ndarray, y_pred: np.ndarray, n: int, level: float, seed: int
 ) -> tuple[float, float]:
@@ -155,6 +193,10 @@ def verdicts(m: dict[str, dict[str, Any]], cfg: ControlsConfig) -> list[dict[str
             rows.append(_row("positive", f"pointing game / {name} baseline",
                              pg / b if good and b > 0 else None, f">= {cfg.baseline_ratio}x",
                              (pg >= cfg.baseline_ratio * b) if good else None, note))  # fmt: skip
+        rel = p.get("lesion_reliance")
+        rows.append(_row("positive", "model relies on the lesion (occlusion)", rel,
+                         f">= {cfg.reliance_min}", rel >= cfg.reliance_min if _finite(rel)
+                         else None, "p(true) drop, lesion occluded minus elsewhere"))  # fmt: skip
         rows.append(_row("positive", "test macro-F1 above chance", p.get("test_macro_f1"),
                          f"> {p.get('chance_high', float('nan')):.3f}",
                          p.get("test_macro_f1", 0) > p.get("chance_high", 1)))  # fmt: skip
@@ -167,6 +209,10 @@ def verdicts(m: dict[str, dict[str, Any]], cfg: ControlsConfig) -> list[dict[str
         rows.append(_row("shortcut", "val - test macro-F1 (clean test)", drop,
                          f">= {cfg.shortcut_drop_min}", drop >= cfg.shortcut_drop_min
                          if _finite(drop) else None))  # fmt: skip
+        rel = s.get("tag_reliance")
+        rows.append(_row("shortcut", "model relies on the tag (occlusion)", rel,
+                         f">= {cfg.reliance_min}", rel >= cfg.reliance_min if _finite(rel)
+                         else None, "p(true) drop, tag occluded minus elsewhere"))  # fmt: skip
         out = s.get("outside_head_mass")
         rows.append(_row("shortcut", "relevance mass outside the head", out,
                          f">= {cfg.shortcut_outside_min}",
@@ -199,6 +245,7 @@ __all__ = [
     "burn_tags",
     "chance_interval",
     "head_masks",
+    "occlusion_reliance",
     "outside_mass",
     "permute_labels",
     "pointing_baselines",
