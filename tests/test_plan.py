@@ -48,6 +48,14 @@ def test_smoke_counts_by_hand():
     assert t[("xai", "randomisation (run x method)")] == (10 + 10 + 4) * 3
 
 
+def test_faithfulness_on_the_last_checkpoints_counts_one_per_run_and_method():
+    params = load_params(REPO / "params.yaml", profile="smoke")
+    params["xai"]["faithfulness"]["checkpoints"] = "last"
+    t = {(c.stage, c.name): c.tasks for c in components(params, ONE, ONE)}
+    runs = t[("xai", "randomisation (run x method)")]  # one per (run, method) as well
+    assert t[("xai", "faithfulness (checkpoint x method)")] == runs == (10 + 10 + 4) * 3
+
+
 def test_smoke_counts_match_the_task_runs_of_a_real_smoke_study():
     t = _tasks("smoke")
     runs = SMOKE_STUDY_TASK_RUNS

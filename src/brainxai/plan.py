@@ -508,7 +508,11 @@ def _xai(params: Mapping[str, Any], c: Cohort, resnet: FlopFn, volume: FlopFn) -
     ckpts = ck_all_2d + runs_3d * ck_3d
     work_2d, work_3d = ck_all_2d * imgs_2d * f2, runs_3d * ck_3d * imgs_3d * f3
     flops = passes * (work_2d + work_3d)
-    faith = _faithfulness(x, ckpts, len(methods), work_2d, work_3d, imgs_2d, imgs_3d)
+    if x.get("faithfulness", {}).get("checkpoints", "all") == "last":  # each run's final one
+        faith = _faithfulness(x, runs_2d + runs_3d, len(methods), runs_2d * imgs_2d * f2,
+                              runs_3d * imgs_3d * f3, imgs_2d, imgs_3d)  # fmt: skip
+    else:
+        faith = _faithfulness(x, ckpts, len(methods), work_2d, work_3d, imgs_2d, imgs_3d)
     rnd = x.get("randomisation", {})
     n_rnd_m = len(rnd.get("methods") or methods) if rnd.get("enabled", True) else 0
     r_img = int(rnd.get("max_images", imgs_2d))
