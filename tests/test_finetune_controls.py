@@ -120,6 +120,16 @@ def test_verdicts_of_planted_numbers():
     assert rows[("positive", "pointing game, tumour classes")] == "pass"
     assert rows[("positive", "pointing game / random baseline")] == "pass"
     assert rows[("positive", "pointing game / centre baseline")] == "fail"  # 0.6 < 2 x 0.4
+    zero = {**m, "positive": {**m["positive"], "baselines": {"random": 0.0, "centre": 0.4}}}
+    rows0 = {(r["control"], r["check"]): r["status"] for r in verdicts(zero, ControlsConfig())}
+    assert rows0[("positive", "pointing game / random baseline")] == "uninformative"
+    # reliance on the planted evidence: not measured -> uninformative; below the target -> fail
+    assert rows[("positive", "model relies on the lesion (occlusion)")] == "uninformative"
+    rel = {**m, "shortcut": {**m["shortcut"], "tag_reliance": 0.01},
+           "positive": {**m["positive"], "lesion_reliance": 0.2}}  # fmt: skip
+    rows1 = {(r["control"], r["check"]): r["status"] for r in verdicts(rel, cfg)}
+    assert rows1[("shortcut", "model relies on the tag (occlusion)")] == "fail"
+    assert rows1[("positive", "model relies on the lesion (occlusion)")] == "pass"
     assert rows[("shortcut", "relevance mass outside the head")] == "pass"
     assert rows[("shortcut", "val - test macro-F1 (clean test)")] == "pass"
     assert rows[("shortcut", "C-Score (reported, no target)")] == "uninformative"

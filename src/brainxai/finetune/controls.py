@@ -188,8 +188,9 @@ def verdicts(m: dict[str, dict[str, Any]], cfg: ControlsConfig) -> list[dict[str
                          f"{n} test images with a lesion mask"))  # fmt: skip
         for name in ("random", "centre"):
             b = base.get(name)
-            good = ok and _finite(b)
+            good = ok and _finite(b) and b > 0  # a zero baseline leaves the ratio undefined
             note = f"{name} baseline {b:.3f}" if _finite(b) else "no baseline"
+            note += "; ratio undefined" if _finite(b) and b <= 0 else ""
             rows.append(_row("positive", f"pointing game / {name} baseline",
                              pg / b if good and b > 0 else None, f">= {cfg.baseline_ratio}x",
                              (pg >= cfg.baseline_ratio * b) if good else None, note))  # fmt: skip
