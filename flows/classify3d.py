@@ -58,7 +58,7 @@ def classify3d_flow(
     """Patient CV of every runnable ablation row and compared backbone; tables; index.
 
     Args:
-        profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
+        profile: params.yaml profile (smoke | demo | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
         log_model: log the best model of each fold to MLflow (as classify3d.register says).
         overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),

@@ -49,7 +49,7 @@ from flows.orchestrate import app as orchestrate_app  # noqa: E402  (light: no p
 app.add_typer(orchestrate_app, name="orchestrate")
 
 Profile = Annotated[
-    str | None, typer.Option("--profile", "-p", help="params.yaml profile (smoke | full).")
+    str | None, typer.Option("--profile", "-p", help="params.yaml profile (smoke | demo | full).")
 ]
 Sets = Annotated[
     list[str] | None,

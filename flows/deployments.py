@@ -28,7 +28,7 @@ def standardize_stage(
     """Standardize every 3D session (reorient, resample, skull-strip, N4, SyN to MNI152, QC).
 
     Args:
-        profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
+        profile: params.yaml profile (smoke | demo | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
         overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),
             applied after the profile and checked against the stage configs, e.g.
@@ -48,7 +48,7 @@ def finetune_stage(
     """Label-fraction fine-tuning: every init x protocol x fraction x seed, then statistics.
 
     Args:
-        profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
+        profile: params.yaml profile (smoke | demo | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
         step: all (every init, then the statistics) | cache | init (one init's cells) |
             eval (aggregate every init's cells).
@@ -67,7 +67,7 @@ def pseudolabel_stage(
     """3D tumour pseudo-labels: slice boxes (classical / local VLM / served VLM) -> voxel MLP.
 
     Args:
-        profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
+        profile: params.yaml profile (smoke | demo | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
         overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),
             applied after the profile and checked against the stage configs, e.g.
@@ -83,7 +83,7 @@ def xai_stage(
     """Explanation tracking per checkpoint: heatmaps, C-Score, correctness, dissociations.
 
     Args:
-        profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
+        profile: params.yaml profile (smoke | demo | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
         overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),
             applied after the profile and checked against the stage configs, e.g.

@@ -26,7 +26,7 @@ def ingest_flow(
     """Ingest sources in parallel, then split by patient and write the data card.
 
     Args:
-        profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
+        profile: params.yaml profile (smoke | demo | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
         overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),
             applied after the profile and checked against the stage configs, e.g.

@@ -66,7 +66,7 @@ def pretrain_flow(
     """Decode the cache once, check leakage, pretrain each framework in turn.
 
     Args:
-        profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
+        profile: params.yaml profile (smoke | demo | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
         frameworks: only these SSL frameworks (simclr, byol, dino, mocov3, supervised);
             null: every one in params.pretrain.frameworks; [] only builds the image cache.

@@ -68,7 +68,7 @@ def register_flow(
     """Register every task's models and move the ``champion`` aliases.
 
     Args:
-        profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
+        profile: params.yaml profile (smoke | demo | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
         overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),
             applied after the profile and checked against the stage configs, e.g.

@@ -29,7 +29,7 @@ def report_flow(
     """Build the report from the study at ``root`` (cached on its inputs' content).
 
     Args:
-        profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
+        profile: params.yaml profile (smoke | demo | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
         out: output folder of index.html and figures/; empty: params report.out_dir.
         overrides: params for this run only, as ``key.path=value`` (value parsed as YAML),

@@ -55,7 +55,7 @@ def study_flow(
     """Run the chosen stages (default: all) in order; return each stage's summary.
 
     Args:
-        profile: params.yaml profile (smoke | full); empty: the file's ``profile`` key.
+        profile: params.yaml profile (smoke | demo | full); empty: the file's ``profile`` key.
         root: study root holding params.yaml; empty: $BRAINXAI_ROOT or the working directory.
         stages: only these stages, in pipeline order (synth, ingest, standardize, difficulty,
             pretrain, finetune, pseudolabel, classify3d, xai, ...); empty: all of them.
