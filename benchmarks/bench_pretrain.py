@@ -26,7 +26,9 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -123,6 +125,23 @@ def lightly_loader(paths: list[Path], size: int, batch: int, workers: int):
     )  # fmt: skip
 
 
+def lightly_batches(loader, device) -> Callable[[int], list[torch.Tensor]]:
+    """``batch(i)``: the loader's next two views (first channel, on ``device``), starting a
+    new epoch of the loader whenever one ends (for :func:`timed`'s step index)."""
+    it: Iterator[Any] = iter(())
+
+    def batch(i: int) -> list[torch.Tensor]:
+        nonlocal it
+        try:
+            v, _ = next(it)
+        except StopIteration:
+            it = iter(loader)
+            v, _ = next(it)
+        return [x[:, :1].to(device, non_blocking=True) for x in v]
+
+    return batch
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--framework", default="simclr")
@@ -186,17 +205,7 @@ def main() -> None:
         )
 
         # (c) lightly's example pipeline
-        dl = lightly_loader(paths, a.size, a.batch, a.workers)
-        lit = iter(())
-
-        def lightly_batch(i: int) -> list[torch.Tensor]:
-            nonlocal lit
-            try:
-                v, _ = next(lit)
-            except StopIteration:
-                lit = iter(dl)
-                v, _ = next(lit)
-            return [x[:, :1].to(device, non_blocking=True) for x in v]
+        lightly_batch = lightly_batches(lightly_loader(paths, a.size, a.batch, a.workers), device)
 
         t_cdata = timed(lightly_batch, a.steps, a.warmup, device)
         t_c = timed(lambda i: step(lightly_batch(i), labels), a.steps, a.warmup, device)

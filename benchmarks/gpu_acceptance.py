@@ -363,7 +363,7 @@ def _write_images(d: Path, n: int, writers: int) -> list[Path]:
 def _ssl_throughput(ctx: Ctx) -> dict[str, float]:
     """bench_pretrain's three pipelines (a) ceiling, (b) ours, (c) lightly - one run."""
     import pandas as pd
-    from bench_pretrain import Step, lightly_loader, timed
+    from bench_pretrain import Step, lightly_batches, lightly_loader, timed
 
     from brainxai.ssl import AugmentConfig, MRIAugment
     from brainxai.ssl.cache import Cache, build_cache
@@ -400,17 +400,7 @@ def _ssl_throughput(ctx: Ctx) -> dict[str, float]:
 
     t_b = timed(lambda i: step(aug.views(next_batch(i), i, 2), labels), s["steps"], s["warmup"],
                 dev)  # fmt: skip
-    dl = lightly_loader(paths, s["size"], s["batch"], s["workers"])
-    lit: Iterator[Any] = iter(())
-
-    def lightly_batch(i: int) -> list[torch.Tensor]:
-        nonlocal lit
-        try:
-            v, _ = next(lit)
-        except StopIteration:
-            lit = iter(dl)
-            v, _ = next(lit)
-        return [x[:, :1].to(dev, non_blocking=True) for x in v]
+    lightly_batch = lightly_batches(lightly_loader(paths, s["size"], s["batch"], s["workers"]), dev)
 
     t_c = timed(lambda i: step(lightly_batch(i), labels), s["steps"], s["warmup"], dev)
     ips = {k: s["batch"] / t for k, t in {"a": t_a, "b": t_b, "c": t_c}.items()}
