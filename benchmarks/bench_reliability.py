@@ -173,9 +173,9 @@ def decodes(p: Path) -> bool:
 
 
 def hostile(work: Path) -> list[dict[str, str]]:
-    import nibabel as nib
     from PIL import Image
 
+    from brainxai.faults import raw_nifti
     from brainxai.ingest import IngestConfig, ingest
     from brainxai.ingest.sources import SourceError, check_sources
     from brainxai.pseudolabel.config import OpenAIConfig
@@ -185,21 +185,6 @@ def hostile(work: Path) -> list[dict[str, str]]:
 
     rows: list[dict[str, str]] = []
     work.mkdir(parents=True, exist_ok=True)
-
-    def raw_nifti(path: Path, srow: np.ndarray, shape=(12, 12, 12), data: bytes | None = None):
-        h = nib.Nifti1Header()
-        h.set_data_shape(shape)
-        h.set_data_dtype(np.float32)
-        h["pixdim"][1:4] = 1.0
-        h["qform_code"], h["sform_code"] = 0, 1
-        h["srow_x"], h["srow_y"], h["srow_z"] = srow[0], srow[1], srow[2]
-        h["vox_offset"] = 352
-        if data is None:
-            data = (np.random.default_rng(0).random(shape) * 100).astype(np.float32).tobytes()
-        blob = h.binaryblock + b"\0" * (352 - len(h.binaryblock)) + data
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(gzip.compress(blob) if path.suffix == ".gz" else blob)
-        return path
 
     # --- 3D (BIDS layout) --------------------------------------------------------------
     bids = work / "bids"

@@ -9,40 +9,21 @@ export whose folder is named after the patient.
 
 from __future__ import annotations
 
-import gzip
 import os
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
+from brainxai.faults import raw_nifti
 from brainxai.ingest import IngestConfig, ingest
 from brainxai.ingest.sources import SourceError, check_sources, dvc_uncovered
 from tests.test_ingest_dicom import PHI, SALT, write_series
 from tests.test_ingest_kaggle import save, smooth
 
 CFG = IngestConfig(min_dim_3d=8, min_side_2d=32)
-SHAPE = (12, 12, 12)
-
-
-def raw_nifti(path: Path, srow: np.ndarray, shape=SHAPE, data: bytes | None = None) -> Path:
-    """A NIfTI-1 file written field by field (sform only), so any affine can be stored."""
-    h = nib.Nifti1Header()
-    h.set_data_shape(shape)
-    h.set_data_dtype(np.float32)
-    h["pixdim"][1:4] = 1.0
-    h["qform_code"], h["sform_code"] = 0, 1
-    h["srow_x"], h["srow_y"], h["srow_z"] = srow[0], srow[1], srow[2]
-    h["vox_offset"] = 352
-    if data is None:
-        data = (np.random.default_rng(0).random(shape) * 100).astype(np.float32).tobytes()
-    blob = h.binaryblock + b"\0" * (352 - len(h.binaryblock)) + data
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(blob) if path.suffix == ".gz" else blob)
-    return path
 
 
 def bids_root(tmp_path: Path, subjects: list[str]) -> Path:

@@ -11,6 +11,7 @@ quarantine reason ingestion must give it.
 from __future__ import annotations
 
 import csv
+import gzip
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,4 +111,27 @@ def write_faults(faults: list[Fault], path: Path) -> Path:
         w.writerow(["kind", "path", "source", "expected_reason"])
         for f in faults:
             w.writerow([f.kind, f.path, f.source, f.expected_reason])
+    return path
+
+
+def raw_nifti(
+    path: Path, srow: np.ndarray, shape: tuple[int, ...] = (12, 12, 12), data: bytes | None = None
+) -> Path:
+    """A NIfTI-1 file written field by field (sform rows ``srow``, no qform), so any affine -
+    singular, NaN - can be stored; ``data`` overrides the voxel bytes (e.g. fewer than the
+    header declares). Gzipped when ``path`` ends in ``.gz``."""
+    import nibabel as nib
+
+    h = nib.Nifti1Header()
+    h.set_data_shape(shape)
+    h.set_data_dtype(np.float32)
+    h["pixdim"][1:4] = 1.0
+    h["qform_code"], h["sform_code"] = 0, 1
+    h["srow_x"], h["srow_y"], h["srow_z"] = srow[0], srow[1], srow[2]
+    h["vox_offset"] = 352
+    if data is None:
+        data = (np.random.default_rng(0).random(shape) * 100).astype(np.float32).tobytes()
+    blob = h.binaryblock + b"\0" * (352 - len(h.binaryblock)) + data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(blob) if path.suffix == ".gz" else blob)
     return path
