@@ -86,6 +86,26 @@ def _inputs(images: np.ndarray, size: int) -> torch.Tensor:
     return x.clamp_(0.0, 1.0)
 
 
+def relevance_where(
+    maps: np.ndarray,
+    head: np.ndarray,
+    tag: np.ndarray | None,
+    lesion: np.ndarray,
+    tumour: np.ndarray,
+) -> dict[str, float]:
+    """Where one method's maps put relevance: mass and argmax outside the head, mass on
+    the tag (shortcut), pointing game on the lesion of the ``tumour`` images."""
+    out = {
+        "outside_head_mass": float(np.nanmean(outside_mass(maps, head))),
+        "outside_head_pointing": float(np.nanmean(pointing_game(maps, ~head))),
+    }
+    if tag is not None:
+        out["tag_mass"] = float(np.nanmean(relevance_mass_accuracy(maps, tag)))
+    if tumour.any():
+        out["pointing_tumour"] = float(np.nanmean(pointing_game(maps[tumour], lesion)))
+    return out
+
+
 def explain(
     control: str,
     model: torch.nn.Module,
@@ -96,7 +116,8 @@ def explain(
     image_size: int,
     cam_layers: tuple[str, ...],
 ) -> dict[str, Any]:
-    """GradCAM on (at most ``explain_images``) test images of the true class: pointing
+    """``cam_method`` (and ``compare_methods``) on (at most ``explain_images``) test images
+    of the true class: pointing
     game on lesion masks (tumour classes), relevance outside the head and on the tag,
     C-Score; a ``shortcut`` model is explained on test images carrying their tag."""
     pick = balanced_sample(test["label"].astype(str).tolist(), ccfg.explain_images, ccfg.seed)
@@ -113,16 +134,19 @@ def explain(
     x_clean, x = _inputs(clean, image_size), _inputs(shown, image_size)
     head = head_masks((x_clean[:, 0] * 255).numpy(), ccfg.head_threshold)
     tag = ((x - x_clean).abs()[:, 0] > 0.25).numpy()
-    config = CamConfig(layers=tuple(cam_layers))
-    with Explainer(model, config) as ex:
-        hm = ex.heatmaps(x, ccfg.cam_method, labels)
     lesion, _ = masks_2d(table, root, image_size)
     tumour = (table["group"].astype(str) != NORMAL_GROUP).to_numpy() & lesion.any(axis=(1, 2))
+    methods = list(dict.fromkeys([ccfg.cam_method, *ccfg.compare_methods]))
+    with Explainer(model, CamConfig(layers=tuple(cam_layers))) as ex:
+        maps = {m: ex.heatmaps(x, m, labels) for m in methods}
+    hm = maps[ccfg.cam_method]
+    per_method = {m: relevance_where(h.maps, head, tag if control == "shortcut" else None,
+                                     lesion[tumour], tumour) for m, h in maps.items()}  # fmt: skip
     out: dict[str, Any] = {
         "n_explained": len(table),
         "n_tumour_masks": int(tumour.sum()),
-        "outside_head_mass": float(np.nanmean(outside_mass(hm.maps, head))),
-        "outside_head_pointing": float(np.nanmean(pointing_game(hm.maps, ~head))),
+        **per_method[ccfg.cam_method],
+        "methods": per_method,
         "head_share": float(head.mean()),
         "cam_layers": list(hm.layers),
     }
@@ -133,11 +157,9 @@ def explain(
 
     grey = x[:, 0].numpy()
     if control == "shortcut":
-        out["tag_mass"] = float(np.nanmean(relevance_mass_accuracy(hm.maps, tag)))
         rel = occlusion_reliance(predict, grey, tag, labels, head)
         out["tag_reliance"], out["tag_occlusion"] = rel["reliance"], rel
     if tumour.any():
-        out["pointing_tumour"] = float(np.nanmean(pointing_game(hm.maps[tumour], lesion[tumour])))
         out["baselines"] = pointing_baselines(lesion[tumour], ccfg.seed)
         if control == "positive":
             rel = occlusion_reliance(predict, grey[tumour], lesion[tumour], labels[tumour],

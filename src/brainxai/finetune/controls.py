@@ -227,6 +227,8 @@ def verdicts(m: dict[str, dict[str, Any]], cfg: ControlsConfig) -> list[dict[str
         rows.append(_row("shortcut", "C-Score (reported, no target)", cs, "-", None,
                          "consistency without correctness" if _finite(cs) else
                          "fewer than 2 gold images per class"))  # fmt: skip
+    if "positive" in m and "shortcut" in m:
+        rows += direction_rows(m["shortcut"], m["positive"])
     if "random_labels" in m:
         r = m["random_labels"]
         f1, lo, hi = r.get("test_macro_f1"), r.get("chance_low"), r.get("chance_high")
@@ -240,11 +242,29 @@ def verdicts(m: dict[str, dict[str, Any]], cfg: ControlsConfig) -> list[dict[str
     return rows
 
 
+def direction_rows(shortcut: dict[str, Any], positive: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per CAM method: does the shortcut model's relevance lie outside the head more than
+    the lesion model's (mass, and the argmax)? The controls' direction, method by method."""
+    rows = []
+    per_s, per_p = shortcut.get("methods", {}), positive.get("methods", {})
+    for method in [k for k in per_s if k in per_p]:
+        for key, what in (("outside_head_mass", "relevance mass"),
+                          ("outside_head_pointing", "argmax")):  # fmt: skip
+            a, b = per_s[method].get(key), per_p[method].get(key)
+            ok = _finite(a) and _finite(b)
+            rows.append(_row("shortcut vs positive", f"{method}: {what} outside the head, "
+                             "shortcut minus positive", a - b if ok else None, "> 0",
+                             a > b if ok else None,
+                             f"shortcut {a:.3f}, positive {b:.3f}" if ok else ""))  # fmt: skip
+    return rows
+
+
 __all__ = [
     "CONTROLS",
     "ControlsConfig",
     "burn_tags",
     "chance_interval",
+    "direction_rows",
     "head_masks",
     "occlusion_reliance",
     "outside_mass",
