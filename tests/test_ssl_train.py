@@ -16,7 +16,7 @@ from brainxai.ssl import (
     pretrain,
 )
 from brainxai.ssl.augment import MRIAugment
-from brainxai.ssl.checkpoint import checkpoints, load_checkpoint
+from brainxai.ssl.checkpoint import checkpoints, load_checkpoint, read_backbone
 from brainxai.ssl.framework import Progress
 from brainxai.ssl.frameworks import FRAMEWORKS, build_framework
 from brainxai.ssl.knn import knn_accuracy
@@ -168,10 +168,20 @@ def test_random_init_reference_is_the_untrained_backbone_with_precise_bn(tmp_pat
     assert res["knn_random_init"] == mon(probe, autocast=False, channels_last=False)
     final = res["history"][-1]["knn_accuracy"]
     assert res["knn_gain_over_random"] == pytest.approx(final - res["knn_random_init"])
+    # the trained backbone under the reference's protocol: BN re-estimated the same way
+    trained = make_framework(spec, 2).backbone
+    trained.load_state_dict(read_backbone(tmp_path / "a" / "backbone.safetensors"))
+    recalibrate_batchnorm(trained, cache.images, 32, 16, pick_device("cpu"),
+                          max_images=spec.knn.random_init_bn_images, seed=5, rows=rows)  # fmt: skip
+    assert res["knn_precise_bn"] == mon(trained, autocast=False, channels_last=False)
+    assert res["knn_gain_over_random_precise_bn"] == pytest.approx(
+        res["knn_precise_bn"] - res["knn_random_init"]
+    )
     # no reference: the same training (the reference touches no RNG and no weight)
     off = dataclasses.replace(spec, knn=dataclasses.replace(spec.knn, random_init_bn_images=-1))
     res_off = pretrain(off, cache, tmp_path / "b")
     assert res_off["knn_random_init"] is None and res_off["knn_gain_over_random"] is None
+    assert res_off["knn_precise_bn"] is None
     assert [h["loss"] for h in res_off["history"]] == [h["loss"] for h in res["history"]]
     # resumed from a checkpoint: the reference comes from the checkpoint, not recomputed
     (tmp_path / "a" / "backbone.safetensors").unlink()

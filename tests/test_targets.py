@@ -18,6 +18,8 @@ from brainxai.targets import (
     TargetsConfig,
     evaluate,
     render,
+    ssl_knn,
+    ssl_targets,
     xai_targets,
 )
 
@@ -170,3 +172,18 @@ def test_randomisation_check_beside_the_controls():
     assert (three.measured, three.target, three.status) == (0.3, "<= 0.5 (soft_iou)", PASS)
     (missing,) = randomisation_targets(None)
     assert missing.status == NOT_RUN
+
+
+def test_ssl_target_judges_the_precise_bn_knn_like_its_reference():
+    """The random-init reference has its BN re-estimated on clean images; the trained
+    backbone is judged the same way when measured (running statistics in the note)."""
+    doc = {"final": {"knn_accuracy": 0.45}, "knn_random_init": 0.40, "knn_precise_bn": 0.52,
+           "steps": 312}  # fmt: skip
+    assert ssl_knn(doc) == (0.52, 0.40, 0.45)
+    (t,) = ssl_targets({"byol": doc}, CFG)
+    assert t.measured == pytest.approx(0.12) and t.status == PASS
+    assert "running statistics: 0.450" in t.note
+    old = {k: v for k, v in doc.items() if k != "knn_precise_bn"}  # written before: fallback
+    assert ssl_knn(old) == (0.45, 0.40, 0.45)
+    (t,) = ssl_targets({"byol": old}, CFG)
+    assert t.measured == pytest.approx(0.05) and t.status == FAIL

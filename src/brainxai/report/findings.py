@@ -34,7 +34,7 @@ from scipy.stats import norm
 from brainxai.classify3d.results import EXTENSION
 from brainxai.evaluation.aggregate import flag, mde
 from brainxai.evaluation.fractions import fraction_labels
-from brainxai.targets import FAIL, PASS, TargetsConfig, ssl_targets
+from brainxai.targets import FAIL, PASS, TargetsConfig, ssl_knn, ssl_targets
 from brainxai.targets import UNINFORMATIVE as TARGET_UNINFORMATIVE
 from brainxai.xai.trajectory import GLOBAL
 from brainxai.xai.trajectory_plots import short_classes
@@ -94,9 +94,9 @@ def ssl_verdict(framework: str, doc: Mapping[str, Any] | None, cfg: TargetsConfi
 
 
 def _ssl_numbers(doc: Mapping[str, Any]) -> tuple[float, float, int]:
-    knn = float((doc.get("final") or {}).get("knn_accuracy", float("nan")))
-    ref = doc.get("knn_random_init")
-    return knn, float(ref) if ref is not None else float("nan"), int(doc.get("steps") or 0)
+    knn, ref, _ = ssl_knn(doc)
+    nan = float("nan")
+    return (nan if knn is None else knn), (nan if ref is None else ref), int(doc.get("steps") or 0)
 
 
 def ssl_reason(framework: str, doc: Mapping[str, Any] | None, cfg: TargetsConfig) -> str | None:

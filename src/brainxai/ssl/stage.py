@@ -18,7 +18,7 @@ from brainxai.paths import StudyPaths
 SUMMARY_KEYS = (
     "framework", "arch", "epochs", "steps", "n_pretrain_images", "n_knn_bank", "n_knn_query",
     "knn_classes", "resumed_from_epoch", "device", "final", "knn_random_init",
-    "knn_gain_over_random",
+    "knn_gain_over_random", "knn_precise_bn", "knn_gain_over_random_precise_bn",
 )  # fmt: skip
 #: Cache counts logged with the stage run.
 CACHE_COUNTS = ("n", "ok", "failed", "n_pretrain", "n_pretrain_3d_slices", "n_query")
@@ -99,8 +99,9 @@ def history(res: Mapping[str, Any]) -> list[tuple[int, dict[str, Any]]]:
 def final_metrics(res: Mapping[str, Any]) -> dict[str, float]:
     """The run's final numbers (and the random-init kNN reference, when measured)."""
     final = {f"final.{k}": float(v) for k, v in res["final"].items()}
-    if res.get("knn_random_init") is not None:
-        final["knn_random_init"] = float(res["knn_random_init"])
+    for key in ("knn_random_init", "knn_precise_bn"):
+        if res.get(key) is not None:
+            final[key] = float(res[key])
     return final
 
 

@@ -103,6 +103,12 @@ class Monitor:
         """kNN accuracy of ``backbone`` as initialised, with its BN statistics re-estimated
         on at most ``random_init_bn_images`` pretraining images (a copy: the backbone that
         trains is untouched): the random-feature reference of every framework."""
+        return self.precise_bn(backbone, pretrain_rows, seed)
+
+    def precise_bn(self, backbone: Backbone, pretrain_rows: np.ndarray, seed: int) -> float:
+        """kNN accuracy with the BN statistics re-estimated on clean pretraining images (a
+        copy), as for the random-init reference: the trained backbone under the same
+        protocol (its running statistics were gathered on augmented views)."""
         probe = copy.deepcopy(backbone)
         n = self.cfg.random_init_bn_images
         if n > 0:
@@ -284,6 +290,9 @@ def pretrain(
         if on_metrics:
             on_metrics("epoch", (epoch + 1) * steps_per_epoch, record)
     backbone_path = save_backbone(fw.backbone, out / BACKBONE_FILE)
+    knn_precise = None
+    if knn_init is not None and spec.knn.random_init_bn_images > 0:
+        knn_precise = monitor.precise_bn(fw.backbone, train_rows, t.seed)
     return {
         "framework": spec.framework,
         "digest": digest,
@@ -303,6 +312,10 @@ def pretrain(
             history[-1]["knn_accuracy"] - knn_init
             if knn_init is not None and history and "knn_accuracy" in history[-1]
             else None
+        ),
+        "knn_precise_bn": knn_precise,
+        "knn_gain_over_random_precise_bn": (
+            knn_precise - knn_init if knn_precise is not None and knn_init is not None else None
         ),
         "backbone": str(backbone_path),
         "arch": t.arch,
