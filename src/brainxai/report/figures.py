@@ -133,7 +133,9 @@ def ssl_curves(
     caption = (
         "SSL training curves per framework (models/ssl/<framework>/summary.json history): "
         "each loss is the framework's own objective (own panel and scale); the kNN monitor "
-        "classifies val-split images from training-split embeddings"
+        "classifies val-split images from training-split embeddings (points: the BN running "
+        "statistics of training, gathered on augmented views; the table's final kNN and the "
+        "reference re-estimate BN on clean images)"
         + (
             "; dotted: the same backbone untrained (random-init reference); hollow grey: "
             "a framework that did not beat it by the target (uninformative)."
