@@ -18,6 +18,7 @@ from brainxai.finetune.controls import (
     chance_interval,
     direction_rows,
     head_masks,
+    method_rows,
     occlusion_reliance,
     outside_mass,
     permute_labels,
@@ -165,6 +166,35 @@ def test_direction_rows_per_method_of_planted_numbers():
         "status"] == "uninformative"  # fmt: skip
     both = verdicts({"shortcut": shortcut, "positive": positive}, ControlsConfig())
     assert sum(r["control"] == "shortcut vs positive" for r in both) == 4
+
+
+def test_method_rows_apply_the_control_criteria_to_every_compared_method():
+    """GradCAM (the cam_method) keeps its rows in verdicts; each other method gets the
+    positive pointing criterion (>= 0.5 and >= 2x the larger baseline: here 2 x 0.3 = 0.6)
+    and the shortcut's outside-head mass criterion."""
+    cfg = ControlsConfig()
+    positive = {"baselines": {"random": 0.05, "centre": 0.3}, "n_tumour_masks": 10,
+                "methods": {"gradcam": {"pointing_tumour": 0.03},
+                            "smoothgrad": {"pointing_tumour": 0.65},
+                            "layercam": {"pointing_tumour": 0.55}}}  # fmt: skip
+    shortcut = {"methods": {"gradcam": {"outside_head_mass": 0.2},
+                            "smoothgrad": {"outside_head_mass": 0.7, "tag_mass": 0.4},
+                            "layercam": {"outside_head_mass": float("nan")}}}  # fmt: skip
+    rows = {(r["control"], r["check"]): r for r in method_rows(
+        {"positive": positive, "shortcut": shortcut}, cfg)}  # fmt: skip
+    assert len(rows) == 4 and not any(c.startswith("gradcam:") for _, c in rows)
+    sg = rows[("positive", "smoothgrad: pointing game, tumour classes")]
+    assert sg["status"] == "pass" and sg["target"].startswith(">= 0.600")
+    assert rows[("positive", "layercam: pointing game, tumour classes")]["status"] == "fail"
+    assert rows[("shortcut", "smoothgrad: relevance mass outside the head")]["status"] == "pass"
+    assert rows[("shortcut", "layercam: relevance mass outside the head")][
+        "status"] == "uninformative"  # fmt: skip
+    positive["n_tumour_masks"] = 0  # nothing to point at: uninformative, not a pass
+    rows = {(r["control"], r["check"]): r for r in method_rows({"positive": positive}, cfg)}
+    assert rows[("positive", "smoothgrad: pointing game, tumour classes")][
+        "status"] == "uninformative"  # fmt: skip
+    assert all(r["check"] in {x["check"] for x in verdicts({"positive": positive}, cfg)}
+               for r in rows.values())  # fmt: skip
 
 
 def _toy_study(root):

@@ -178,9 +178,10 @@ class ControlsConfig(MappingConfig):
     #: Test images explained per control (classes taking turns) and the CAM method.
     explain_images: int = 68
     cam_method: str = "gradcam"
-    #: Further CAM methods measured on the same images (no targets of their own): their
-    #: relevance outside the head, shortcut vs positive model, is the controls' direction.
-    compare_methods: tuple[str, ...] = ("gradcam++", "layercam")
+    #: Further methods measured on the same images (brainxai.xai.cams.METHODS): each gets
+    #: the positive / shortcut criteria as comparison rows (``controls.method_rows``), and
+    #: its relevance outside the head, shortcut vs positive model, the controls' direction.
+    compare_methods: tuple[str, ...] = ("gradcam++", "layercam", "smoothgrad", "ig", "lrp")
     #: Gold list of the control's C-Score (paper 004, Eq. 1).
     tau: float = 0.5
     #: Permutations of the predictions that give the chance interval of macro-F1.

@@ -227,6 +227,7 @@ def verdicts(m: dict[str, dict[str, Any]], cfg: ControlsConfig) -> list[dict[str
         rows.append(_row("shortcut", "C-Score (reported, no target)", cs, "-", None,
                          "consistency without correctness" if _finite(cs) else
                          "fewer than 2 gold images per class"))  # fmt: skip
+    rows += method_rows(m, cfg)
     if "positive" in m and "shortcut" in m:
         rows += direction_rows(m["shortcut"], m["positive"])
     if "random_labels" in m:
@@ -239,6 +240,36 @@ def verdicts(m: dict[str, dict[str, Any]], cfg: ControlsConfig) -> list[dict[str
         rows.append(_row("random_labels", "classes with a gold list of >= 2 images", g, "0",
                          g == 0 if g is not None else None,
                          f"{r.get('gold_images', 0)} gold images in all"))  # fmt: skip
+    return rows
+
+
+def method_rows(m: dict[str, dict[str, Any]], cfg: ControlsConfig) -> list[dict[str, Any]]:
+    """The positive and shortcut criteria applied to every compared method (``cam_method``
+    has its rows in :func:`verdicts`): pointing game on the lesion >= ``pointing_min`` and
+    >= ``baseline_ratio`` x both baselines; relevance mass outside the head >=
+    ``shortcut_outside_min``. Which methods find the planted evidence (paper 002 finds
+    GradCAM failing and SmoothGrad reliable on neuroimaging with known signal)."""
+    rows: list[dict[str, Any]] = []
+    p, s = m.get("positive", {}), m.get("shortcut", {})
+    named = [*p.get("methods", {}), *s.get("methods", {})]
+    methods = [k for k in dict.fromkeys(named) if k != cfg.cam_method]
+    base = [b for b in p.get("baselines", {}).values() if _finite(b)]
+    for method in methods:
+        if method in p.get("methods", {}):
+            pg = p["methods"][method].get("pointing_tumour")
+            ok = _finite(pg) and p.get("n_tumour_masks", 0) > 0 and bool(base)
+            floor = max([cfg.pointing_min, *(cfg.baseline_ratio * b for b in base)])
+            rows.append(_row("positive", f"{method}: pointing game, tumour classes", pg,
+                             f">= {floor:.3f} (>= {cfg.pointing_min}, >= "
+                             f"{cfg.baseline_ratio}x both baselines)",
+                             pg >= floor if ok else None, "method comparison"))  # fmt: skip
+        if method in s.get("methods", {}):
+            out = s["methods"][method].get("outside_head_mass")
+            tag = s["methods"][method].get("tag_mass", float("nan"))
+            rows.append(_row("shortcut", f"{method}: relevance mass outside the head", out,
+                             f">= {cfg.shortcut_outside_min}",
+                             out >= cfg.shortcut_outside_min if _finite(out) else None,
+                             f"method comparison; tag mass {tag:.3f}"))  # fmt: skip
     return rows
 
 
@@ -266,6 +297,7 @@ __all__ = [
     "chance_interval",
     "direction_rows",
     "head_masks",
+    "method_rows",
     "occlusion_reliance",
     "outside_mass",
     "permute_labels",

@@ -810,8 +810,9 @@ def _section_methods(ctx: _Ctx) -> Section:
         status_table(
             frame,
             "Targets of issue 15 (items 1-3), the planted controls (item 4: positive, "
-            "shortcut, random labels, and per CAM method whether the shortcut model's "
-            "relevance lies outside the head more than the lesion model's; "
+            "shortcut, random labels; for every compared method (finetune.controls."
+            "compare_methods) the same positive and shortcut criteria, and whether the "
+            "shortcut model's relevance lies outside the head more than the lesion model's; "
             "reports/finetune/controls/controls.csv) and the "
             "model-parameter randomisation check of the xai stage (reports/xai/"
             "randomisation.csv) beside them.",
