@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from brainxai.targets import (
+    COMPARED,
     FAIL,
     INFO,
     NOT_RUN,
@@ -16,6 +17,7 @@ from brainxai.targets import (
     UNINFORMATIVE,
     Sources,
     TargetsConfig,
+    control_targets,
     evaluate,
     render,
     ssl_knn,
@@ -139,6 +141,25 @@ def test_every_target_from_known_outputs(tmp_path):
     assert got["shortcut: C-Score (reported, no target)"].status == UNINFORMATIVE
     text = render(list(got.values()))
     assert "FAIL" in text and "UNINFORMATIVE" in text and text.splitlines()[0].startswith("item")
+
+
+def test_method_comparison_rows_are_listed_and_counted_apart():
+    """The controls' criteria applied to further methods (note "method comparison") get
+    their own item and their own count, so the issue's targets stay countable."""
+    rows = pd.DataFrame([
+        {"control": "positive", "check": "pointing game, tumour classes", "measured": 0.03,
+         "target": ">= 0.5", "status": FAIL, "note": "60 test images with a lesion mask"},
+        {"control": "positive", "check": "ig: pointing game, tumour classes", "measured": 0.23,
+         "target": ">= 0.500", "status": FAIL, "note": "method comparison"},
+        {"control": "shortcut", "check": "lrp: relevance mass outside the head",
+         "measured": 0.6, "target": ">= 0.5", "status": PASS,
+         "note": "method comparison; tag mass 0.020"},
+    ])  # fmt: skip
+    got = control_targets(rows)
+    assert [t.item for t in got] == ["4 planted controls", COMPARED, COMPARED]
+    last = render(got).splitlines()[-1]
+    assert last == ("1 pass, 2 fail (of these, 2 rows apply the controls' criteria to further "
+                    "methods: 1 pass, 1 fail)")
 
 
 def test_gold_target_fails_below_the_threshold_and_missing_outputs_are_not_run(tmp_path):
