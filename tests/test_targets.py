@@ -158,8 +158,10 @@ def test_method_comparison_rows_are_listed_and_counted_apart():
     got = control_targets(rows)
     assert [t.item for t in got] == ["4 planted controls", COMPARED, COMPARED]
     last = render(got).splitlines()[-1]
-    assert last == ("1 pass, 2 fail (of these, 2 rows apply the controls' criteria to further "
-                    "methods: 1 pass, 1 fail)")
+    assert last == (
+        "1 pass, 2 fail (of these, 2 rows apply the controls' criteria to further "
+        "methods: 1 pass, 1 fail)"
+    )
 
 
 def test_gold_target_fails_below_the_threshold_and_missing_outputs_are_not_run(tmp_path):

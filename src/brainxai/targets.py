@@ -304,6 +304,7 @@ def control_targets(controls: pd.DataFrame | None) -> list[Target]:
     if controls is None or controls.empty:
         return [Target(item, "planted controls", None, "-", NOT_RUN,
                        "no reports/finetune/controls/controls.csv")]  # fmt: skip
+
     def note(r: Any) -> str:
         return "" if pd.isna(r.note) else str(r.note)
 
@@ -396,8 +397,10 @@ def render(targets: Sequence[Target]) -> str:
     compared = [t for t in targets if t.item == COMPARED]
     if compared:
         part = {s: sum(t.status == s for t in compared) for s in STATUSES}
-        line += (f" (of these, {len(compared)} rows apply the controls' criteria to further "
-                 "methods: " + ", ".join(f"{n} {s}" for s, n in part.items() if n) + ")")
+        line += (
+            f" (of these, {len(compared)} rows apply the controls' criteria to further "
+            "methods: " + ", ".join(f"{n} {s}" for s, n in part.items() if n) + ")"
+        )
     lines.append(line)
     return "\n".join(lines)
 
