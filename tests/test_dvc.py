@@ -99,6 +99,23 @@ def test_every_dep_exists_in_the_repo_or_is_an_output_of_another_stage(tree):
             assert producers or (REPO / path).exists(), (st.name, f"{path} is missing")
 
 
+def test_report_stage_depends_on_the_code_that_computes_its_numbers(tree):
+    """Every brainxai module the report's code imports lies inside one of the report
+    stage's deps, so `dvc repro` re-runs the report when e.g. the targets' rules change."""
+    import re
+
+    by_name = {st.name: st for st in stages(tree)}
+    deps = [Path(d.def_path) for d in by_name["report"].deps]
+    files = [*(REPO / "src/brainxai/report").rglob("*.py"), REPO / "tasks/report.py",
+             REPO / "flows/report.py"]  # fmt: skip
+    imported = {m for f in files for m in re.findall(r"from (brainxai[\w.]*) import",
+                                                      f.read_text())}  # fmt: skip
+    for mod in sorted(imported):
+        rel = Path("src", *mod.split("."))
+        path = rel.with_suffix(".py") if (REPO / rel.with_suffix(".py")).exists() else rel
+        assert any(_inside(path, d) for d in deps), f"report stage misses a dep on {path}"
+
+
 def test_finetune_follows_the_framework_branch_of_every_init(tree):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     inits, frameworks = params["finetune"]["inits"], params["pretrain"]["frameworks"]
