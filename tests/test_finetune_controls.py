@@ -257,6 +257,15 @@ def test_controls_on_toy_data_point_the_right_way(tmp_path):
         assert s[method]["outside_head_mass"] > p[method]["outside_head_mass"], method
         assert s[method]["outside_head_pointing"] > p[method]["outside_head_pointing"], method
     assert s["gradcam"]["outside_head_mass"] == m["shortcut"]["outside_head_mass"]
+    # the input-gradient methods too (SmoothGrad mass +0.09 / argmax +0.24, IG +0.10 / +0.41)
+    for method in ("smoothgrad", "ig"):
+        assert s[method]["outside_head_mass"] > p[method]["outside_head_mass"], method
+        assert s[method]["outside_head_pointing"] > p[method]["outside_head_pointing"], method
+    # here the lesion square is the toys' only evidence, so the positive control has a known
+    # answer: IG points into it on every tumour image (1.0), SmoothGrad on 0.6, GradCAM on
+    # 0.13 (paper 002's ranking; at demo scale no method reaches 0.5: RESULTS.md)
+    assert p["ig"]["pointing_tumour"] >= ccfg.pointing_min
+    assert p["smoothgrad"]["pointing_tumour"] > p["gradcam"]["pointing_tumour"]
     # occlusion: the shortcut model needs its tag, the lesion model its lesion
     assert m["shortcut"]["tag_reliance"] > ccfg.reliance_min
     assert m["positive"]["lesion_reliance"] > ccfg.reliance_min
