@@ -134,6 +134,13 @@ def test_finetune_follows_the_framework_branch_of_every_init(tree):
         }
         assert {f"reports/finetune/{init}", f"models/finetune/{init}/index.parquet"} <= eval_deps
     assert by_name["finetune_eval"].cmd == "brainxai finetune eval"
+    # xai and register read the fine-tuned runs: every init's directory and the index, and
+    # not the planted controls' models (re-running a control must not re-run them)
+    for name in ("xai", "register"):
+        deps = {d.def_path for d in by_name[name].deps}
+        want = {"models/finetune/index.parquet"} | {f"models/finetune/{i}" for i in inits}
+        assert want <= deps, (name, want - deps)
+        assert not any(d in ("models", "models/finetune") or "controls" in d for d in deps), name
 
 
 def _placeholders(root: Path) -> None:
