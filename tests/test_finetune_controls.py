@@ -183,6 +183,11 @@ def test_method_rows_apply_the_control_criteria_to_every_compared_method():
     rows = {(r["control"], r["check"]): r for r in method_rows(
         {"positive": positive, "shortcut": shortcut}, cfg)}  # fmt: skip
     assert len(rows) == 4 and not any(c.startswith("gradcam:") for _, c in rows)
+    assert all(r["comparison"] for r in rows.values())  # counted apart from the targets
+    own = verdicts({"positive": positive | {"pointing_tumour": 0.03}}, cfg)
+    own_checks = {r["check"] for r in own if not r["comparison"]}
+    assert "pointing game, tumour classes" in own_checks
+    assert {r["check"] for r in own if r["comparison"]} == {c for k, c in rows if k == "positive"}
     sg = rows[("positive", "smoothgrad: pointing game, tumour classes")]
     assert sg["status"] == "pass" and sg["target"].startswith(">= 0.600")
     assert rows[("positive", "layercam: pointing game, tumour classes")]["status"] == "fail"

@@ -148,15 +148,19 @@ def test_method_comparison_rows_are_listed_and_counted_apart():
     their own item and their own count, so the issue's targets stay countable."""
     rows = pd.DataFrame([
         {"control": "positive", "check": "pointing game, tumour classes", "measured": 0.03,
-         "target": ">= 0.5", "status": FAIL, "note": "60 test images with a lesion mask"},
+         "target": ">= 0.5", "status": FAIL, "note": "60 test images with a lesion mask",
+         "comparison": False},
         {"control": "positive", "check": "ig: pointing game, tumour classes", "measured": 0.23,
-         "target": ">= 0.500", "status": FAIL, "note": "method comparison"},
+         "target": ">= 0.500", "status": FAIL, "note": "method comparison", "comparison": True},
         {"control": "shortcut", "check": "lrp: relevance mass outside the head",
          "measured": 0.6, "target": ">= 0.5", "status": PASS,
-         "note": "method comparison; tag mass 0.020"},
+         "note": "method comparison; tag mass 0.020", "comparison": True},
     ])  # fmt: skip
     got = control_targets(rows)
     assert [t.item for t in got] == ["4 planted controls", COMPARED, COMPARED]
+    # a controls.csv written before the column existed: every row is a control's own
+    old = control_targets(rows.drop(columns="comparison"))
+    assert {t.item for t in old} == {"4 planted controls"}
     last = render(got).splitlines()[-1]
     assert last == (
         "1 pass, 2 fail (of these, 2 rows apply the controls' criteria to further "

@@ -40,10 +40,9 @@ from brainxai.config import MappingConfig
 PASS, FAIL, UNINFORMATIVE, NOT_RUN, INFO = "pass", "fail", "uninformative", "not run", "info"
 STATUSES = (PASS, FAIL, UNINFORMATIVE, NOT_RUN, INFO)
 #: Item of the controls' rows that apply their criteria to a further attribution method
-#: (``finetune.controls.method_rows``, note "method comparison ..."): listed and counted
-#: apart from the issue's own targets.
+#: (``finetune.controls.method_rows``: column ``comparison`` of controls.csv): listed and
+#: counted apart from the issue's own targets.
 COMPARED = "4 methods compared"
-COMPARISON_NOTE = "method comparison"
 
 
 @dataclass(frozen=True)
@@ -305,14 +304,12 @@ def control_targets(controls: pd.DataFrame | None) -> list[Target]:
         return [Target(item, "planted controls", None, "-", NOT_RUN,
                        "no reports/finetune/controls/controls.csv")]  # fmt: skip
 
-    def note(r: Any) -> str:
-        return "" if pd.isna(r.note) else str(r.note)
-
+    compared = (controls["comparison"] if "comparison" in controls
+                else pd.Series(False, index=controls.index)).fillna(False).astype(bool)  # fmt: skip
     return [
-        Target(COMPARED if note(r).startswith(COMPARISON_NOTE) else item,
-               f"{r.control}: {r.check}", _num(r.measured), str(r.target), str(r.status),
-               note(r))
-        for r in controls.itertuples()
+        Target(COMPARED if c else item, f"{r.control}: {r.check}", _num(r.measured),
+               str(r.target), str(r.status), "" if pd.isna(r.note) else str(r.note))
+        for r, c in zip(controls.itertuples(), compared, strict=True)
     ]  # fmt: skip
 
 
@@ -392,15 +389,15 @@ def render(targets: Sequence[Target]) -> str:
     for r in rows:
         lines.append(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:>{max(w[2], 8)}}  {r[3]:<{w[3]}}  "
                      f"{r[4]}" + (f"  ({r[5]})" if r[5] else ""))  # fmt: skip
-    counts = {s: sum(t.status == s for t in targets) for s in STATUSES}
-    line = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+
+    def counts(ts: Sequence[Target]) -> str:
+        return ", ".join(f"{n} {s}" for s in STATUSES if (n := sum(t.status == s for t in ts)))
+
+    line = counts(targets)
     compared = [t for t in targets if t.item == COMPARED]
     if compared:
-        part = {s: sum(t.status == s for t in compared) for s in STATUSES}
-        line += (
-            f" (of these, {len(compared)} rows apply the controls' criteria to further "
-            "methods: " + ", ".join(f"{n} {s}" for s, n in part.items() if n) + ")"
-        )
+        line += (f" (of these, {len(compared)} rows apply the controls' criteria to further "
+                 f"methods: {counts(compared)})")  # fmt: skip
     lines.append(line)
     return "\n".join(lines)
 

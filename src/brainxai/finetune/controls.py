@@ -164,11 +164,13 @@ def pointing_baselines(masks: np.ndarray, seed: int) -> dict[str, float]:
 
 
 def _row(control: str, check: str, measured: float | None, target: str, passed: bool | None,
-         note: str = "") -> dict[str, Any]:  # fmt: skip
+         note: str = "", comparison: bool = False) -> dict[str, Any]:  # fmt: skip
+    """One verdict; ``comparison``: a control's criterion applied to a further method
+    (:func:`method_rows`), not one of the issue's targets."""
     status = "uninformative" if passed is None else ("pass" if passed else "fail")
     value = None if measured is None or not np.isfinite(measured) else round(float(measured), 4)
     return {"control": control, "check": check, "measured": value, "target": target,
-            "status": status, "note": note}  # fmt: skip
+            "status": status, "note": note, "comparison": comparison}  # fmt: skip
 
 
 def _finite(x: Any) -> bool:
@@ -262,14 +264,16 @@ def method_rows(m: dict[str, dict[str, Any]], cfg: ControlsConfig) -> list[dict[
             rows.append(_row("positive", f"{method}: pointing game, tumour classes", pg,
                              f">= {floor:.3f} (>= {cfg.pointing_min}, >= "
                              f"{cfg.baseline_ratio}x both baselines)",
-                             pg >= floor if ok else None, "method comparison"))  # fmt: skip
+                             pg >= floor if ok else None, "method comparison",
+                             comparison=True))  # fmt: skip
         if method in s.get("methods", {}):
             out = s["methods"][method].get("outside_head_mass")
             tag = s["methods"][method].get("tag_mass", float("nan"))
             rows.append(_row("shortcut", f"{method}: relevance mass outside the head", out,
                              f">= {cfg.shortcut_outside_min}",
                              out >= cfg.shortcut_outside_min if _finite(out) else None,
-                             f"method comparison; tag mass {tag:.3f}"))  # fmt: skip
+                             f"method comparison; tag mass {tag:.3f}",
+                             comparison=True))  # fmt: skip
     return rows
 
 

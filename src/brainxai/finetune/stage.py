@@ -54,7 +54,7 @@ INDEX_COLUMNS = ("run", "init", "protocol", "fraction", "seed", "epoch", "path",
 PROTOCOL_SECTION = {"probe": "probe", "finetune": "tune", "twophase": "twophase"}
 #: Numbers of each control's result copied into ``reports/metrics/finetune_controls.json``.
 CONTROL_KEYS = ("test_macro_f1", "val_macro_f1", "outside_head_mass", "pointing_tumour")
-CONTROLS_COLUMNS = ["control", "check", "measured", "target", "status", "note"]
+CONTROLS_COLUMNS = ["control", "check", "measured", "target", "status", "note", "comparison"]
 
 #: One cached task's outcome: ``(call, result or None, error or None)``.
 Outcome = tuple[dict[str, Any], dict[str, Any] | None, str | None]
@@ -468,7 +468,7 @@ def summarise_controls(st: Stage, results: list[Outcome]) -> Outputs:
             measured[call["control"]] = res["measured"]
     rows = verdicts(measured, cfg.controls)
     rows += [{"control": c, "check": "ran", "measured": None, "target": "-", "status": "fail",
-              "note": e[:300]} for c, e in errors.items()]  # fmt: skip
+              "note": e[:300], "comparison": False} for c, e in errors.items()]  # fmt: skip
     table = pd.DataFrame(rows, columns=CONTROLS_COLUMNS)
     to_csv_atomic(table, out_reports / "controls.csv", index=False)
     doc = {"measured": measured, "verdicts": rows, "errors": errors,
