@@ -1,5 +1,5 @@
 """Prefect task around :mod:`brainxai.finetune.control_cell`: one cached task per planted
-control (positive / shortcut / random_labels).
+control (positive / pasted / shortcut / random_labels).
 
 Key: the control's name, the decoded cache's fingerprint, its training record ids, the
 ``tune`` and ``controls`` params, the backbone spec and the CAM layers, plus the code the

@@ -21,6 +21,7 @@ import hashlib
 import importlib.metadata
 import logging
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -48,12 +49,24 @@ _BATCH = 100
 _METRIC_BATCH = 1000
 
 
+#: Characters an MLflow param name may not hold (it allows alphanumerics, ``_ - . : /`` and
+#: spaces); a params key such as the sequence ``T1C+`` is spelt with words instead.
+_BAD_KEY_CHARS = re.compile(r"[^\w\-. :/]")
+_KEY_WORDS = {"+": "plus"}
+
+
+def param_key(key: str) -> str:
+    """``key`` as a valid MLflow param name: ``+`` -> ``plus``, other invalid chars -> ``_``."""
+    return _BAD_KEY_CHARS.sub(lambda m: _KEY_WORDS.get(m.group(), "_"), key)
+
+
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested mapping -> ``{"a.b.c": "value"}`` with values as (truncated) strings; the
-    credentials of any URL in a value are masked (:func:`brainxai.redact.redact`)."""
+    credentials of any URL in a value are masked (:func:`brainxai.redact.redact`); keys
+    are valid MLflow names (:func:`param_key`)."""
     flat: dict[str, str] = {}
     for key, val in params.items():
-        name = f"{prefix}{key}"
+        name = f"{prefix}{param_key(str(key))}"
         if isinstance(val, Mapping):
             flat.update(flatten(val, f"{name}."))
         else:

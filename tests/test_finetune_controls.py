@@ -21,7 +21,9 @@ from brainxai.finetune.controls import (
     method_rows,
     occlusion_reliance,
     outside_mass,
+    paste_lesion,
     permute_labels,
+    pick_donors,
     tag_masks,
     tag_slots,
     verdicts,
@@ -75,7 +77,28 @@ def test_outside_mass_and_head_mask_of_known_maps():
     ring = np.zeros((1, 9, 9), np.uint8)
     ring[0, 2:7, 2:7] = 100
     ring[0, 4, 4] = 0  # a dark hole inside the head is still head
-    assert head_masks(ring, 8)[0].sum() == 25
+    assert head_masks(ring, 8, smooth_px=0)[0].sum() == 25
+
+
+def test_head_mask_ignores_a_noisy_background():
+    """A disk 'head' (with a dark skull ring and a dark hole) on magnitude noise whose
+    pixels exceed a low fixed threshold: the mask is the disk, the border stays outside."""
+    size, radius = 96, 30
+    yy, xx = np.mgrid[:size, :size] - size / 2
+    r = np.hypot(yy, xx)
+    rng = np.random.default_rng(0)
+    noise = np.hypot(rng.normal(0, 5, (size, size)), rng.normal(0, 5, (size, size)))
+    img = np.where(r < radius, 120.0, 0.0) + noise
+    img[(r > radius - 6) & (r < radius - 4)] = 10 + noise[(r > radius - 6) & (r < radius - 4)]
+    img[r < 5] = noise[r < 5]  # a dark ventricle: still head
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    assert (img[r > radius + 2] > 8).mean() > 0.15  # a fixed threshold of 8 takes noise
+    head = head_masks(img[None], 8)[0]
+    # the disk to within the smoothing's reach (a Gaussian of 1 px moves a 120-level edge
+    # by 1-2 px at this noise level)
+    assert (head >= (r < radius - 1)).all() and (head <= (r < radius + 2.5)).all()
+    assert not head[:8].any() and not head[:, :8].any()  # the border, where tags sit
+    assert not head_masks(np.zeros((1, 16, 16), np.uint8), 8).any()  # flat: no head
 
 
 def test_occlusion_reliance_of_a_model_that_reads_one_known_region():
@@ -166,6 +189,12 @@ def test_direction_rows_per_method_of_planted_numbers():
         "status"] == "uninformative"  # fmt: skip
     both = verdicts({"shortcut": shortcut, "positive": positive}, ControlsConfig())
     assert sum(r["control"] == "shortcut vs positive" for r in both) == 4
+    # the pasted-lesion model is a lesion model too: its own direction rows
+    three = verdicts({"shortcut": shortcut, "positive": positive, "pasted": positive},
+                     ControlsConfig())  # fmt: skip
+    pasted = [r for r in three if r["control"] == "shortcut vs pasted"]
+    assert len(pasted) == 4 and pasted[0]["check"].endswith("shortcut minus pasted")
+    assert {r["control"] for r in three} >= {"pasted", "positive", "shortcut"}
 
 
 def test_method_rows_apply_the_control_criteria_to_every_compared_method():
@@ -223,11 +252,77 @@ def _toy_study(root):
     return Cache(images, items.assign(mask_path=masks))
 
 
+def test_paste_lesion_moves_the_lesion_inside_the_donor_head_with_its_mask():
+    size = 32
+    source = np.full((size, size), 50, np.uint8)
+    mask = np.zeros((size, size), bool)
+    mask[2:5, 3:7] = True  # a 3 x 4 lesion in the source's corner
+    source[mask] = np.arange(12, dtype=np.uint8) + 200  # distinct values, to follow them
+    donor = np.full((size, size), 90, np.uint8)
+    head = np.zeros((size, size), bool)
+    head[10:20, 12:24] = True  # the donor's head: a 10 x 12 box
+    image, moved = paste_lesion(donor, source, mask, head, np.random.default_rng(0), 500)
+    assert moved.sum() == mask.sum() and (moved <= head).all()  # whole lesion in the head
+    assert (image[moved] == source[mask]).all()  # the same pixels, in the same order
+    assert (image[~moved] == 90).all()  # the donor untouched elsewhere
+    r0, c0 = np.argwhere(moved).min(axis=0)
+    assert (moved[r0 : r0 + 3, c0 : c0 + 4]).all()  # a translation of the 3 x 4 box
+    # a head too small for the lesion: the draw with the fewest pixels outside it
+    tiny = np.zeros((size, size), bool)
+    tiny[15, 15] = True
+    _, moved = paste_lesion(donor, source, mask, tiny, np.random.default_rng(0), 2000)
+    assert moved.sum() == 12 and (moved & tiny).sum() == 1
+
+
+def test_pick_donors_stays_in_the_split_and_sequence_with_a_named_fallback():
+    splits = np.array(["train", "train", "test", "train", "test", "test", "train"])
+    seqs = np.array(["T1", "T1", "T1", "T1C+", "T2", "T1C+", "T2"])
+    normals = np.array([True, False, True, False, False, False, False])
+    recipients = ~normals
+    d = pick_donors(splits, seqs, recipients, normals, {"T1C+": "T1"}, seed=0)
+    assert d[0] == -1 and d[2] == -1  # normals receive nothing
+    assert d[1] == 0  # train T1 -> the train T1 normal
+    assert d[3] == 0 and d[5] == 2  # T1C+ -> a T1 normal of its own split
+    assert d[4] == -1 and d[6] == -1  # no T2 normal and no fallback: no donor
+    assert (pick_donors(splits, seqs, recipients, normals, {}, 0)[[3, 5]] == -1).all()
+
+
+def test_pasted_variant_on_toy_data(tmp_path):
+    cache = _toy_study(tmp_path)
+    planted = variant("pasted", cache, ControlsConfig(), tmp_path)
+    idx, new = planted.cache.index, planted.cache.images
+    tumour = (idx["group"] != "normal").to_numpy()
+    has_mask = (idx["mask_path"] != "").to_numpy()
+    # every tumour image with a mask got its lesion on a normal slice; the rest left the
+    # cell with a reason; normal images unchanged
+    ok = idx["ok"].to_numpy()
+    assert (ok == (~tumour | has_mask)).all()
+    assert set(idx.loc[~ok, "reason"]) <= {"pasted control: tumour image without a lesion mask"}
+    assert (new[~tumour] == cache.images[~tumour]).all()
+    les = planted.lesion
+    assert not les[~tumour].any() and les[tumour & has_mask].any(axis=(1, 2)).all()
+    for i in np.flatnonzero(tumour & has_mask):
+        # the moved lesion carries the source's lesion pixels, sorted alike
+        src = np.asarray(Image.open(tmp_path / idx.loc[i, "mask_path"])) > 0
+        assert les[i].sum() == src.sum()
+        assert sorted(new[i][les[i]]) == sorted(cache.images[i][src])
+        # and lies on a normal slice of its own split: outside the lesion, the image is
+        # one of that split's normal images
+        same = [j for j in np.flatnonzero(~tumour) if idx.loc[j, "split"] == idx.loc[i, "split"]]
+        assert any((new[i][~les[i]] == cache.images[j][~les[i]]).all() for j in same)
+    assert cache.images is not new
+    # with a margin the cut-out is the core dilated by it: the core's pixels and a rim
+    wide = variant("pasted", cache, ControlsConfig(paste_margin_px=2), tmp_path)
+    for i in np.flatnonzero(tumour & has_mask):
+        src = np.asarray(Image.open(tmp_path / idx.loc[i, "mask_path"])) > 0
+        assert wide.lesion[i].sum() == ndimage.binary_dilation(src, iterations=2).sum()
+
+
 def test_shortcut_variant_tags_train_and_val_only():
     cache = Cache(np.zeros((4, 64, 64), np.uint8), pd.DataFrame({
         "row": [0, 1, 2, 3], "ok": True, "split": ["train", "val", "test", "train"],
         "label": ["glioma T1", "glioma T2", "glioma T1", "not a class"]}))  # fmt: skip
-    v = variant("shortcut", cache, ControlsConfig())
+    v = variant("shortcut", cache, ControlsConfig()).cache
     assert v.images[0].max() == 255 and v.images[1].max() == 255 and v.images[2].max() == 0
     assert (v.images[0] != v.images[1]).any()  # different classes, different positions
     assert not v.images[3].any()  # an unknown label gets no tag (not the last class's)
@@ -245,10 +340,10 @@ def test_controls_on_toy_data_point_the_right_way(tmp_path):
     ccfg = ControlsConfig(explain_images=34, n_permutations=300, epochs={"random_labels": 2})
     bb = BackboneSpec(arch="resnet18-w16", image_size=64)
     out = {c: run_control(c, cache, train, cfg, ccfg, bb, tmp_path, tmp_path / c, ("layer3",))
-           for c in ("positive", "shortcut", "random_labels")}  # fmt: skip
+           for c in ("positive", "pasted", "shortcut", "random_labels")}  # fmt: skip
     m = {c: r["measured"] for c, r in out.items()}
     # controls.epochs shortens only the cell it names
-    assert [len(out[c]["history"]) for c in out] == [6, 6, 2]
+    assert [len(out[c]["history"]) for c in out] == [6, 6, 6, 2]
     # the shortcut was learned: high on tagged val, a drop on the clean test split
     assert m["shortcut"]["val_macro_f1"] - m["shortcut"]["test_macro_f1"] > 0.3
     for c in m.values():
@@ -278,11 +373,18 @@ def test_controls_on_toy_data_point_the_right_way(tmp_path):
     assert rl["chance_low"] <= rl["test_macro_f1"] <= rl["chance_high"]
     assert m["positive"]["test_macro_f1"] > m["positive"]["chance_high"]
     assert m["positive"]["n_tumour_masks"] > 0
+    # the pasted control ran on the moved lesions: masks from the variant, not from disk;
+    # only tumour images with no lesion mask left its cell
+    no_mask = ((cache.index["group"] != "normal") & (cache.index["mask_path"] == "")).sum()
+    assert m["pasted"]["n_dropped"] == no_mask and m["positive"]["n_dropped"] == 0
+    assert m["pasted"]["n_tumour_masks"] > 0
     rows = verdicts(m, ccfg)
     assert {r["control"] for r in rows} == {
         "positive",
+        "pasted",
         "shortcut",
         "random_labels",
         "shortcut vs positive",
+        "shortcut vs pasted",
     }
     assert all(r["status"] in ("pass", "fail", "uninformative") for r in rows)

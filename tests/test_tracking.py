@@ -26,6 +26,9 @@ def test_flatten_nested_params():
         "a.c.d": "x",
         "e": "[1, 2]",
     }
+    # keys MLflow would refuse (a sequence name such as T1C+) are spelt validly
+    assert flatten({"seq": {"T1C+": "T1", "a b/c:d": 1, "x*y": 2}}) == {
+        "seq.T1Cplus": "T1", "seq.a b/c:d": "1", "seq.x_y": "2"}  # fmt: skip
 
 
 def _log_one_stage() -> str:

@@ -156,7 +156,9 @@ class TwoPhaseConfig(MappingConfig):
         return frac_ok and (not self.seeds or seed in self.seeds)
 
 
-CONTROLS: tuple[str, ...] = ("positive", "shortcut", "random_labels")
+CONTROLS: tuple[str, ...] = ("positive", "pasted", "shortcut", "random_labels")
+#: Controls whose model must be right for the right reasons (the lesion-pointing targets).
+POSITIVE_CONTROLS: tuple[str, ...] = ("positive", "pasted")
 
 
 @dataclass(frozen=True)
@@ -173,8 +175,20 @@ class ControlsConfig(MappingConfig):
     tag_size: float = 0.08
     tag_value: int = 255
     tag_margin: float = 0.02
-    #: A cached pixel above this grey value is head (holes filled): "inside the brain".
+    #: The head of a cached image ("inside the brain"; ``controls.head_mask``): Gaussian
+    #: smoothing (px), then above the background's median + ``head_noise_k`` robust SDs
+    #: and never below ``head_threshold`` (grey value); largest region, holes filled.
     head_threshold: int = 8
+    head_smooth_px: float = 1.0
+    head_noise_k: float = 6.0
+    #: ``pasted``: draws of a lesion's position inside the donor's head (the first that
+    #: fits is kept), and the normal sequence that stands in for one with no normal slices.
+    paste_tries: int = 200
+    #: ``pasted``: the cut-out is the tumour core's mask dilated by this many px (the
+    #: tissue the tumour changed around it: oedema, mass effect; 0 = the core alone); the
+    #: moved cut-out is the truth the explanations are scored against.
+    paste_margin_px: int = 0
+    paste_donor_sequence: dict[str, str] = field(default_factory=lambda: {"T1C+": "T1"})
     #: Test images explained per control (classes taking turns) and the CAM method.
     explain_images: int = 68
     cam_method: str = "gradcam"
@@ -213,6 +227,8 @@ class ControlsConfig(MappingConfig):
             raise ValueError("tag_size must be in (0, 0.5) and tag_margin in [0, 0.25)")
         if not 0 < self.fraction <= 1:
             raise ValueError("fraction must be in (0, 1]")
+        if self.paste_tries < 1 or self.paste_margin_px < 0:
+            raise ValueError("paste_tries must be >= 1 and paste_margin_px >= 0")
 
 
 @dataclass(frozen=True)

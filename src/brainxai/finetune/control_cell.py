@@ -8,6 +8,7 @@ pointing game on lesion masks, relevance mass outside the head and on the tag, C
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from brainxai.devices import torch_device
 from brainxai.finetune.cell import CellData, run_finetune
-from brainxai.finetune.config import BackboneSpec, FinetuneConfig
+from brainxai.finetune.config import POSITIVE_CONTROLS, BackboneSpec, FinetuneConfig
 from brainxai.finetune.controls import (
     ControlsConfig,
     burn_tags,
@@ -26,7 +28,9 @@ from brainxai.finetune.controls import (
     head_masks,
     occlusion_reliance,
     outside_mass,
+    paste_lesion,
     permute_labels,
+    pick_donors,
     pointing_baselines,
     tag_geometry,
     tag_slots,
@@ -35,6 +39,7 @@ from brainxai.finetune.data import CLASS_NAMES
 from brainxai.finetune.evaluate import forward_batches, macro_f1
 from brainxai.finetune.model import load_classifier
 from brainxai.finetune.runs import RunSpec
+from brainxai.labels import parse_kaggle_folder
 from brainxai.ssl.cache import Cache
 from brainxai.xai.cams import CamConfig, Explainer
 from brainxai.xai.cscore import cscore
@@ -57,9 +62,67 @@ def _class_ids(index: pd.DataFrame, n_rows: int) -> np.ndarray:
     return ids
 
 
-def variant(control: str, cache: Cache, cfg: ControlsConfig) -> Cache:
-    """The cache a control trains on: tags in train/val (``shortcut``), labels permuted
-    within the training split (``random_labels``), unchanged (``positive``)."""
+@dataclass(frozen=True)
+class Planted:
+    """A control's data: its cache variant and, where the control moved the lesions
+    (``pasted``), the lesion mask of every cache row at the cache's size (else None: the
+    masks on disk hold)."""
+
+    cache: Cache
+    lesion: np.ndarray | None = None
+
+
+def pasted_variant(cache: Cache, cfg: ControlsConfig, root: Path) -> Planted:
+    """:func:`brainxai.finetune.controls.paste_lesion` on every tumour image: its lesion on
+    a normal slice of its split (:func:`~brainxai.finetune.controls.pick_donors`). A tumour
+    image with no lesion mask, or with no normal slice to go on, leaves the cell's data
+    (``ok`` False, with the reason), counted, never silently."""
+    index = cache.index.reset_index(drop=True)
+    size = cache.images.shape[-1]
+    ok = index["ok"].to_numpy(bool)
+    normal = ok & (index["group"].astype(str) == NORMAL_GROUP).to_numpy()
+    tumour = ok & ~normal
+    lesion_all = np.zeros(cache.images.shape, dtype=bool)
+    has_mask = np.zeros(len(index), dtype=bool)
+    pos = np.flatnonzero(tumour)
+    masks, _ = masks_2d(index.iloc[pos], root, size)
+    lesion_src = np.zeros(cache.images.shape, dtype=bool)
+    if cfg.paste_margin_px > 0:  # the core and the tissue around it (oedema, mass effect)
+        masks = np.stack([ndimage.binary_dilation(m, iterations=cfg.paste_margin_px)
+                          if m.any() else m for m in masks])  # fmt: skip
+    lesion_src[index["row"].to_numpy()[pos]] = masks
+    has_mask[pos] = masks.any(axis=(1, 2))
+    parsed = [parse_kaggle_folder(str(lab)) for lab in index["label"]]
+    seqs = np.array([p[1] if p else "" for p in parsed], dtype=object)
+    splits = index["split"].astype(str).to_numpy()
+    donors = pick_donors(splits, seqs, tumour & has_mask, normal,
+                         dict(cfg.paste_donor_sequence), cfg.seed)  # fmt: skip
+    images = np.array(cache.images, dtype=np.uint8, copy=True)
+    rows = index["row"].to_numpy()
+    heads = head_masks(images[rows[normal]], cfg.head_threshold, cfg.head_smooth_px,
+                       cfg.head_noise_k)  # fmt: skip
+    head_of = dict(zip(np.flatnonzero(normal), heads, strict=True))
+    for i in np.flatnonzero(donors >= 0):
+        rng = np.random.default_rng([cfg.seed, int(i)])
+        d, r = int(donors[i]), int(rows[i])
+        images[r], lesion_all[r] = paste_lesion(images[rows[d]], cache.images[r],
+                                                lesion_src[r], head_of[d], rng,
+                                                cfg.paste_tries)  # fmt: skip
+    reason = np.where(~has_mask, "pasted control: tumour image without a lesion mask",
+                      "pasted control: no normal slice of its split and sequence")  # fmt: skip
+    dropped = tumour & (donors < 0)
+    index = index.assign(
+        ok=ok & ~dropped,
+        reason=np.where(dropped, reason, index.get("reason", pd.Series("", index=index.index))
+                        .fillna("").astype(str)),
+    )  # fmt: skip
+    return Planted(Cache(images, index), lesion_all)
+
+
+def variant(control: str, cache: Cache, cfg: ControlsConfig, root: Path | None = None) -> Planted:
+    """The data a control trains on: tags in train/val (``shortcut``), labels permuted
+    within the training split (``random_labels``), lesions moved onto normal slices
+    (``pasted``; needs the study ``root`` for the masks), unchanged (``positive``)."""
     index = cache.index.reset_index(drop=True)
     if control == "shortcut":
         size = cache.images.shape[-1]
@@ -67,13 +130,18 @@ def variant(control: str, cache: Cache, cfg: ControlsConfig) -> Cache:
         slots = tag_slots(len(CLASS_NAMES), size, tag_px, margin)
         rows = index.loc[index["ok"] & index["split"].isin(["train", "val"]), "row"].to_numpy()
         ids = _class_ids(index, len(cache.images))
-        return Cache(burn_tags(cache.images, ids, rows, slots, tag_px, cfg.tag_value), index)
+        return Planted(Cache(burn_tags(cache.images, ids, rows, slots, tag_px, cfg.tag_value),
+                             index))  # fmt: skip
     if control == "random_labels":
         train = np.flatnonzero((index["ok"] & (index["split"] == "train")).to_numpy())
-        return Cache(cache.images, index.assign(label=permute_labels(index["label"], train,
-                                                                      cfg.seed)))  # fmt: skip
+        return Planted(Cache(cache.images, index.assign(
+            label=permute_labels(index["label"], train, cfg.seed))))  # fmt: skip
+    if control == "pasted":
+        if root is None:
+            raise ValueError("the pasted control needs the study root (its lesion masks)")
+        return pasted_variant(cache, cfg, root)
     if control == "positive":
-        return cache
+        return Planted(cache)
     raise ValueError(f"unknown control {control!r}")
 
 
@@ -84,6 +152,14 @@ def _inputs(images: np.ndarray, size: int) -> torch.Tensor:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
                           align_corners=False)  # fmt: skip
     return x.clamp_(0.0, 1.0)
+
+
+def _resized_masks(masks: np.ndarray, size: int) -> np.ndarray:
+    """(N, S, S) bool masks at ``size`` (nearest), as the model sees the images."""
+    if masks.shape[-1] == size:
+        return np.asarray(masks, dtype=bool)
+    m = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32))[:, None]
+    return (F.interpolate(m, size=(size, size), mode="nearest")[:, 0] > 0.5).numpy()
 
 
 def relevance_where(
@@ -115,11 +191,14 @@ def explain(
     ccfg: ControlsConfig,
     image_size: int,
     cam_layers: tuple[str, ...],
+    lesion: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """``cam_method`` (and ``compare_methods``) on (at most ``explain_images``) test images
     of the true class: pointing
     game on lesion masks (tumour classes), relevance outside the head and on the tag,
-    C-Score; a ``shortcut`` model is explained on test images carrying their tag."""
+    C-Score; a ``shortcut`` model is explained on test images carrying their tag.
+    ``lesion``: the masks of every cache row where the control moved the lesions (else
+    the masks on disk under ``root``)."""
     pick = balanced_sample(test["label"].astype(str).tolist(), ccfg.explain_images, ccfg.seed)
     table = test.iloc[pick].reset_index(drop=True)
     rows = table["row"].to_numpy()
@@ -132,9 +211,13 @@ def explain(
         slots = tag_slots(len(CLASS_NAMES), size, tag_px, margin)
         shown = burn_tags(clean, labels, np.arange(len(clean)), slots, tag_px, ccfg.tag_value)
     x_clean, x = _inputs(clean, image_size), _inputs(shown, image_size)
-    head = head_masks((x_clean[:, 0] * 255).numpy(), ccfg.head_threshold)
+    head = head_masks((x_clean[:, 0] * 255).numpy(), ccfg.head_threshold, ccfg.head_smooth_px,
+                      ccfg.head_noise_k)  # fmt: skip
     tag = ((x - x_clean).abs()[:, 0] > 0.25).numpy()
-    lesion, _ = masks_2d(table, root, image_size)
+    if lesion is None:
+        lesion, _ = masks_2d(table, root, image_size)
+    else:
+        lesion = _resized_masks(lesion[rows], image_size)
     tumour = (table["group"].astype(str) != NORMAL_GROUP).to_numpy() & lesion.any(axis=(1, 2))
     methods = list(dict.fromkeys([ccfg.cam_method, *ccfg.compare_methods]))
     with Explainer(model, CamConfig(layers=tuple(cam_layers))) as ex:
@@ -161,7 +244,7 @@ def explain(
         out["tag_reliance"], out["tag_occlusion"] = rel["reliance"], rel
     if tumour.any():
         out["baselines"] = pointing_baselines(lesion[tumour], ccfg.seed)
-        if control == "positive":
+        if control in POSITIVE_CONTROLS:
             rel = occlusion_reliance(predict, grey[tumour], lesion[tumour], labels[tumour],
                                      head[tumour])  # fmt: skip
             out["lesion_reliance"], out["lesion_occlusion"] = rel["reliance"], rel
@@ -191,7 +274,8 @@ def run_control(
         cfg = dataclasses.replace(
             cfg, tune=dataclasses.replace(cfg.tune, epochs=int(ccfg.epochs[control]))
         )
-    var = variant(control, cache, ccfg)
+    planted = variant(control, cache, ccfg, root)
+    var = planted.cache
     data = CellData.of(var, train_record_ids)
     res = run_finetune(spec, cfg, backbone, var, data, "", "", run_dir)
     selected = next(c for c in res["checkpoints"] if c["selected"])
@@ -214,11 +298,13 @@ def run_control(
         "n_train": int(res["n_train"]),
         "seconds_train": float(res["seconds"]),
     }
-    # the explanations are judged on the clean test split (the shortcut: with its tags)
-    measured |= explain(control, model.cpu(), cache, data.test.reset_index(drop=True), root,
-                        ccfg, backbone.image_size, cam_layers)  # fmt: skip
+    # the explanations are judged on the control's test split (clean for the shortcut, its
+    # tags burned in by explain; the lesions moved for the pasted control)
+    measured |= explain(control, model.cpu(), var, data.test.reset_index(drop=True), root,
+                        ccfg, backbone.image_size, cam_layers, planted.lesion)  # fmt: skip
+    measured["n_dropped"] = int(cache.index["ok"].sum() - var.index["ok"].sum())
     return {"control": control, "measured": measured, "history": res["history"],
             "checkpoints": res["checkpoints"], "predictions": preds}  # fmt: skip
 
 
-__all__ = ["control_run_name", "explain", "run_control", "variant"]
+__all__ = ["Planted", "control_run_name", "explain", "pasted_variant", "run_control", "variant"]

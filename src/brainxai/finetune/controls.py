@@ -15,6 +15,13 @@ the decoded cache whose truth is known by construction:
 * ``positive`` - *right for the right reasons*: the lesion-driven model (clean data).
   GradCAM's pointing game on the tumour classes must reach ``pointing_min`` and beat the
   random-heatmap and centre-prior baselines by ``baseline_ratio``.
+* ``pasted`` - the positive control with a known answer (the known-signal benchmarks of
+  papers 001 / 002): every tumour image's lesion is cut out along its mask and pasted at a
+  random position inside the head of a *normal* slice of the same split (and sequence), its
+  mask moving with it. Slice level and anatomy no longer tell the tumour type - on the
+  clean slices they do, because each phenotype grows at its own site - so the lesion is the
+  only evidence of it, and a correct explanation must point at it. Same targets as
+  ``positive``.
 
 :func:`verdicts` turns the measured numbers into pass / fail / uninformative rows; a
 target missed is reported with its number, never lowered.
@@ -28,8 +35,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import ndimage
+from skimage.filters import threshold_otsu
 
-from brainxai.finetune.config import CONTROLS, ControlsConfig
+from brainxai.finetune.config import CONTROLS, POSITIVE_CONTROLS, ControlsConfig
 from brainxai.finetune.evaluate import macro_f1
 from brainxai.xai.baselines import centre_gaussian_baseline, random_baseline
 from brainxai.xai.groundtruth import pointing_game, relevance_mass_accuracy
@@ -81,9 +89,30 @@ def tag_masks(classes: np.ndarray, slots: np.ndarray, tag_px: int, size: int) ->
     return out
 
 
-def head_masks(images: np.ndarray, threshold: int) -> np.ndarray:
-    """(N, S, S) bool: pixels above ``threshold``, holes filled - the head of each image."""
-    return np.stack([ndimage.binary_fill_holes(im > threshold) for im in np.asarray(images)])
+def head_mask(image: np.ndarray, floor: float, smooth_px: float, noise_k: float) -> np.ndarray:
+    """(S, S) bool: the head of one magnitude image. The background's noise rises above any
+    low fixed threshold pixel by pixel (median 6, p95 12 grey levels in the demo cache), so:
+    smooth (Gaussian, ``smooth_px``), split background from tissue (Otsu 1979), threshold at
+    the background's median + ``noise_k`` robust SDs (MAD; never below ``floor``), keep the
+    largest connected region, fill its holes."""
+    sm = ndimage.gaussian_filter(np.asarray(image, dtype=np.float32), smooth_px)
+    if sm.max() <= sm.min():  # a flat image has no head
+        return np.zeros(sm.shape, dtype=bool)
+    bg = sm[sm < threshold_otsu(sm)]
+    med = float(np.median(bg)) if bg.size else 0.0
+    mad = float(np.median(np.abs(bg - med))) * 1.4826 if bg.size else 0.0
+    fg = sm > max(floor, med + noise_k * mad)
+    lab, n = ndimage.label(fg)
+    if n > 1:
+        fg = lab == 1 + int(np.argmax(ndimage.sum(fg, lab, range(1, n + 1))))
+    return ndimage.binary_fill_holes(fg)
+
+
+def head_masks(
+    images: np.ndarray, threshold: float, smooth_px: float = 1.0, noise_k: float = 6.0
+) -> np.ndarray:
+    """(N, S, S) bool: :func:`head_mask` of each image (``threshold``: its floor)."""
+    return np.stack([head_mask(im, threshold, smooth_px, noise_k) for im in np.asarray(images)])
 
 
 def permute_labels(labels: pd.Series, rows: np.ndarray, seed: int) -> pd.Series:
@@ -92,6 +121,74 @@ def permute_labels(labels: pd.Series, rows: np.ndarray, seed: int) -> pd.Series:
     pos = np.asarray(rows, dtype=np.int64)
     perm = np.random.default_rng(seed).permutation(pos)
     out.iloc[pos] = labels.iloc[perm].to_numpy()
+    return out
+
+
+def lesion_box(mask: np.ndarray) -> tuple[slice, slice]:
+    """The bounding box of a non-empty (S, S) mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def paste_lesion(
+    donor: np.ndarray,
+    source: np.ndarray,
+    mask: np.ndarray,
+    head: np.ndarray,
+    rng: np.random.Generator,
+    tries: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Copy the lesion pixels of ``source`` (``mask``, non-empty) into ``donor`` at a random
+    position: the first of ``tries`` uniform draws of the lesion box's corner at which the
+    whole lesion lies inside the donor's ``head``, else the draw with the fewest lesion
+    pixels outside it. Returns the new image and the moved mask (the lesion's truth)."""
+    rows, cols = lesion_box(mask)
+    crop = mask[rows, cols]
+    h, w = crop.shape
+    size_r, size_c = donor.shape
+    best: tuple[int, int, int] | None = None
+    for _ in range(max(1, tries)):
+        r = int(rng.integers(0, size_r - h + 1))
+        c = int(rng.integers(0, size_c - w + 1))
+        outside = int((crop & ~head[r : r + h, c : c + w]).sum())
+        if best is None or outside < best[0]:
+            best = (outside, r, c)
+        if outside == 0:
+            break
+    assert best is not None
+    _, r, c = best
+    image = np.array(donor, copy=True)
+    moved = np.zeros_like(mask, dtype=bool)
+    moved[r : r + h, c : c + w] = crop
+    image[moved] = source[rows, cols][crop]
+    return image, moved
+
+
+def pick_donors(
+    splits: np.ndarray,
+    sequences: np.ndarray,
+    recipients: np.ndarray,
+    normals: np.ndarray,
+    fallback: dict[str, str],
+    seed: int,
+) -> np.ndarray:
+    """For each row: a random ``normals`` row of the same split and sequence (else of the
+    sequence ``fallback`` names for it: a contrast-enhanced T1 has no normal slices, a T1
+    stands in), -1 for rows that are not ``recipients`` or have no such normal row. Donors
+    never cross a split, so no patient's anatomy leaks between train, val and test."""
+    rng = np.random.default_rng(seed)
+    out = np.full(len(splits), -1, dtype=np.int64)
+    pool: dict[tuple[str, str], np.ndarray] = {}
+    pairs = zip(splits[normals], sequences[normals], strict=True)
+    for key in {(str(a), str(b)) for a, b in pairs}:
+        pool[key] = np.flatnonzero(normals & (splits == key[0]) & (sequences == key[1]))
+    for i in np.flatnonzero(recipients):
+        seq = str(sequences[i])
+        cands = pool.get((str(splits[i]), seq))
+        if cands is None and seq in fallback:
+            cands = pool.get((str(splits[i]), fallback[seq]))
+        if cands is not None and len(cands):
+            out[i] = int(rng.choice(cands))
     return out
 
 
@@ -180,27 +277,27 @@ def _finite(x: Any) -> bool:
 def verdicts(m: dict[str, dict[str, Any]], cfg: ControlsConfig) -> list[dict[str, Any]]:
     """Pass / fail / uninformative per check, from :func:`measure`'s numbers per control."""
     rows: list[dict[str, Any]] = []
-    if "positive" in m:
-        p = m["positive"]
+    for name in [c for c in POSITIVE_CONTROLS if c in m]:
+        p = m[name]
         pg, base = p.get("pointing_tumour"), p.get("baselines", {})
         n = p.get("n_tumour_masks", 0)
         ok = _finite(pg) and n > 0
-        rows.append(_row("positive", "pointing game, tumour classes", pg,
+        rows.append(_row(name, "pointing game, tumour classes", pg,
                          f">= {cfg.pointing_min}", (pg >= cfg.pointing_min) if ok else None,
                          f"{n} test images with a lesion mask"))  # fmt: skip
-        for name in ("random", "centre"):
-            b = base.get(name)
+        for which in ("random", "centre"):
+            b = base.get(which)
             good = ok and _finite(b) and b > 0  # a zero baseline leaves the ratio undefined
-            note = f"{name} baseline {b:.3f}" if _finite(b) else "no baseline"
+            note = f"{which} baseline {b:.3f}" if _finite(b) else "no baseline"
             note += "; ratio undefined" if _finite(b) and b <= 0 else ""
-            rows.append(_row("positive", f"pointing game / {name} baseline",
+            rows.append(_row(name, f"pointing game / {which} baseline",
                              pg / b if good and b > 0 else None, f">= {cfg.baseline_ratio}x",
                              (pg >= cfg.baseline_ratio * b) if good else None, note))  # fmt: skip
         rel = p.get("lesion_reliance")
-        rows.append(_row("positive", "model relies on the lesion (occlusion)", rel,
+        rows.append(_row(name, "model relies on the lesion (occlusion)", rel,
                          f">= {cfg.reliance_min}", rel >= cfg.reliance_min if _finite(rel)
                          else None, "p(true) drop, lesion occluded minus elsewhere"))  # fmt: skip
-        rows.append(_row("positive", "test macro-F1 above chance", p.get("test_macro_f1"),
+        rows.append(_row(name, "test macro-F1 above chance", p.get("test_macro_f1"),
                          f"> {p.get('chance_high', float('nan')):.3f}",
                          p.get("test_macro_f1", 0) > p.get("chance_high", 1)))  # fmt: skip
     if "shortcut" in m:
@@ -230,8 +327,8 @@ def verdicts(m: dict[str, dict[str, Any]], cfg: ControlsConfig) -> list[dict[str
                          "consistency without correctness" if _finite(cs) else
                          "fewer than 2 gold images per class"))  # fmt: skip
     rows += method_rows(m, cfg)
-    if "positive" in m and "shortcut" in m:
-        rows += direction_rows(m["shortcut"], m["positive"])
+    for name in [c for c in POSITIVE_CONTROLS if c in m and "shortcut" in m]:
+        rows += direction_rows(m["shortcut"], m[name], name)
     if "random_labels" in m:
         r = m["random_labels"]
         f1, lo, hi = r.get("test_macro_f1"), r.get("chance_low"), r.get("chance_high")
@@ -252,16 +349,19 @@ def method_rows(m: dict[str, dict[str, Any]], cfg: ControlsConfig) -> list[dict[
     ``shortcut_outside_min``. Which methods find the planted evidence (paper 002 finds
     GradCAM failing and SmoothGrad reliable on neuroimaging with known signal)."""
     rows: list[dict[str, Any]] = []
-    p, s = m.get("positive", {}), m.get("shortcut", {})
-    named = [*p.get("methods", {}), *s.get("methods", {})]
+    s = m.get("shortcut", {})
+    pos = {c: m[c] for c in POSITIVE_CONTROLS if c in m}
+    named = [k for p in pos.values() for k in p.get("methods", {})] + [*s.get("methods", {})]
     methods = [k for k in dict.fromkeys(named) if k != cfg.cam_method]
-    base = [b for b in p.get("baselines", {}).values() if _finite(b)]
     for method in methods:
-        if method in p.get("methods", {}):
+        for name, p in pos.items():
+            if method not in p.get("methods", {}):
+                continue
+            base = [b for b in p.get("baselines", {}).values() if _finite(b)]
             pg = p["methods"][method].get("pointing_tumour")
             ok = _finite(pg) and p.get("n_tumour_masks", 0) > 0 and bool(base)
             floor = max([cfg.pointing_min, *(cfg.baseline_ratio * b for b in base)])
-            rows.append(_row("positive", f"{method}: pointing game, tumour classes", pg,
+            rows.append(_row(name, f"{method}: pointing game, tumour classes", pg,
                              f">= {floor:.3f} (>= {cfg.pointing_min}, >= "
                              f"{cfg.baseline_ratio}x both baselines)",
                              pg >= floor if ok else None, "method comparison",
@@ -277,9 +377,12 @@ def method_rows(m: dict[str, dict[str, Any]], cfg: ControlsConfig) -> list[dict[
     return rows
 
 
-def direction_rows(shortcut: dict[str, Any], positive: dict[str, Any]) -> list[dict[str, Any]]:
+def direction_rows(
+    shortcut: dict[str, Any], positive: dict[str, Any], name: str = "positive"
+) -> list[dict[str, Any]]:
     """Per CAM method: does the shortcut model's relevance lie outside the head more than
-    the lesion model's (mass, and the argmax)? The controls' direction, method by method."""
+    the lesion model's (mass, and the argmax)? The controls' direction, method by method;
+    ``name``: which lesion model (a control of ``POSITIVE_CONTROLS``)."""
     rows = []
     per_s, per_p = shortcut.get("methods", {}), positive.get("methods", {})
     for method in [k for k in per_s if k in per_p]:
@@ -287,10 +390,10 @@ def direction_rows(shortcut: dict[str, Any], positive: dict[str, Any]) -> list[d
                           ("outside_head_pointing", "argmax")):  # fmt: skip
             a, b = per_s[method].get(key), per_p[method].get(key)
             ok = _finite(a) and _finite(b)
-            rows.append(_row("shortcut vs positive", f"{method}: {what} outside the head, "
-                             "shortcut minus positive", a - b if ok else None, "> 0",
+            rows.append(_row(f"shortcut vs {name}", f"{method}: {what} outside the head, "
+                             f"shortcut minus {name}", a - b if ok else None, "> 0",
                              a > b if ok else None,
-                             f"shortcut {a:.3f}, positive {b:.3f}" if ok else ""))  # fmt: skip
+                             f"shortcut {a:.3f}, {name} {b:.3f}" if ok else ""))  # fmt: skip
     return rows
 
 
@@ -300,11 +403,15 @@ __all__ = [
     "burn_tags",
     "chance_interval",
     "direction_rows",
+    "head_mask",
     "head_masks",
+    "lesion_box",
     "method_rows",
     "occlusion_reliance",
     "outside_mass",
+    "paste_lesion",
     "permute_labels",
+    "pick_donors",
     "pointing_baselines",
     "tag_geometry",
     "tag_masks",
