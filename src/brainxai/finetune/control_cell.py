@@ -86,11 +86,10 @@ def pasted_variant(cache: Cache, cfg: ControlsConfig, root: Path) -> Planted:
     has_mask = np.zeros(len(index), dtype=bool)
     pos = np.flatnonzero(tumour)
     masks, _ = masks_2d(index.iloc[pos], root, size)
-    lesion_src = np.zeros(cache.images.shape, dtype=bool)
     if cfg.paste_margin_px > 0:  # the core and the tissue around it (oedema, mass effect)
         masks = np.stack([ndimage.binary_dilation(m, iterations=cfg.paste_margin_px)
                           if m.any() else m for m in masks])  # fmt: skip
-    lesion_src[index["row"].to_numpy()[pos]] = masks
+    source_mask = dict(zip(pos, masks, strict=True))  # index position -> its cut-out
     has_mask[pos] = masks.any(axis=(1, 2))
     parsed = [parse_kaggle_folder(str(lab)) for lab in index["label"]]
     seqs = np.array([p[1] if p else "" for p in parsed], dtype=object)
@@ -106,7 +105,7 @@ def pasted_variant(cache: Cache, cfg: ControlsConfig, root: Path) -> Planted:
         rng = np.random.default_rng([cfg.seed, int(i)])
         d, r = int(donors[i]), int(rows[i])
         images[r], lesion_all[r] = paste_lesion(images[rows[d]], cache.images[r],
-                                                lesion_src[r], head_of[d], rng,
+                                                source_mask[i], head_of[d], rng,
                                                 cfg.paste_tries)  # fmt: skip
     reason = np.where(~has_mask, "pasted control: tumour image without a lesion mask",
                       "pasted control: no normal slice of its split and sequence")  # fmt: skip
