@@ -1,7 +1,8 @@
 """Prefect task around :mod:`brainxai.finetune.control_cell`: one cached task per planted
 control (positive / pasted / shortcut / random_labels).
 
-Key: the control's name, the decoded cache's fingerprint, its training record ids, the
+Key: the control's name, the decoded cache's fingerprint, the lesion masks' fingerprint
+(:func:`brainxai.finetune.stage.masks_fingerprint`), its training record ids, the
 ``tune`` and ``controls`` params, the backbone spec and the CAM layers, plus the code the
 task imports (:func:`tasks.caching.code_policy`). Retried once (a crashed worker), never
 for bad data.
@@ -37,6 +38,7 @@ def finetune_control(
     control: str,
     cache_dir: str,
     cache_fingerprint: str,
+    masks_fingerprint: str,
     train_record_ids: list[str],
     finetune_cfg: dict[str, Any],
     backbone: dict[str, Any],
@@ -49,7 +51,8 @@ def finetune_control(
     ``report_dir/{measured.json, predictions.parquet}``.
 
     ``finetune_cfg`` holds only the ``tune`` and ``controls`` sections (the other knobs
-    never enter this task's key); ``cache_fingerprint`` is there for the key.
+    never enter this task's key); ``cache_fingerprint`` and ``masks_fingerprint`` are there
+    for the key (the masks on disk under ``root`` are read, not passed).
     """
     cfg = FinetuneConfig.from_dict(finetune_cfg)
     out, rep = Path(run_dir), Path(report_dir)

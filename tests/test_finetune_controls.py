@@ -28,6 +28,7 @@ from brainxai.finetune.controls import (
     tag_slots,
     verdicts,
 )
+from brainxai.finetune.stage import masks_fingerprint
 from brainxai.ssl.cache import Cache
 from tests.test_finetune_toydata import toy_table
 
@@ -388,3 +389,23 @@ def test_controls_on_toy_data_point_the_right_way(tmp_path):
         "shortcut vs pasted",
     }
     assert all(r["status"] in ("pass", "fail", "uninformative") for r in rows)
+
+
+def test_masks_fingerprint_follows_the_mask_files_the_controls_read(tmp_path):
+    cache = _toy_study(tmp_path)
+    index = cache.index
+    first = masks_fingerprint(index, tmp_path)
+    assert first == masks_fingerprint(index, tmp_path)  # stable
+    used = index.loc[index["mask_path"] != "", "mask_path"].iloc[0]
+    mask = np.asarray(Image.open(tmp_path / used)).copy()
+    mask[0, 0] = 255 - mask[0, 0]  # one pixel of one lesion mask
+    Image.fromarray(mask).save(tmp_path / used)
+    changed = masks_fingerprint(index, tmp_path)
+    assert changed != first
+    # a row that is not a valid image does not enter it; a missing file does
+    bad = index.assign(ok=index["mask_path"] != used)
+    without = masks_fingerprint(bad, tmp_path)
+    assert without != changed
+    (tmp_path / used).unlink()
+    assert masks_fingerprint(index, tmp_path) != changed
+    assert masks_fingerprint(bad, tmp_path) == without  # its file was never read

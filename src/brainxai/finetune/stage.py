@@ -427,6 +427,19 @@ def control_train_ids(
     )
 
 
+def masks_fingerprint(index: pd.DataFrame, root: Path) -> str:
+    """Content id of the lesion masks a cache's valid rows point to (path and sha256 of
+    each file; a missing file counts as such): the cache's own fingerprint covers the
+    images only, and the controls train (``pasted``) and score explanations on the masks."""
+    rows = index.loc[index["ok"] & (index["mask_path"].fillna("").astype(str) != ""),
+                     "mask_path"].astype(str)  # fmt: skip
+    h = hashlib.sha256()
+    for rel in sorted(set(rows)):
+        path = Path(root) / rel
+        h.update(f"{rel}\0{file_sha256(path) if path.is_file() else 'missing'}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def control_calls(st: Stage, cache: dict[str, Any], subsets: pd.DataFrame) -> list[dict]:
     """One control task call per planted control of ``finetune.controls.run``
     (:mod:`brainxai.finetune.controls`)."""
@@ -435,9 +448,10 @@ def control_calls(st: Stage, cache: dict[str, Any], subsets: pd.DataFrame) -> li
     out_reports.mkdir(parents=True, exist_ok=True)
     train_ids = control_train_ids(cfg, cache, subsets)
     layers = list(st.params.get("xai", {}).get("cam", {}).get("layers", []) or [])
+    masks = masks_fingerprint(Cache.open(cache["cache_dir"]).index, st.paths.root)
     return [{
         "control": c, "cache_dir": cache["cache_dir"], "cache_fingerprint": cache["fingerprint"],
-        "train_record_ids": train_ids,
+        "masks_fingerprint": masks, "train_record_ids": train_ids,
         "finetune_cfg": {"tune": config_to_mapping(cfg.tune),
                          "controls": config_to_mapping(cfg.controls)},
         "backbone": config_to_mapping(st.spec), "cam_layers": layers, "root": str(st.paths.root),
