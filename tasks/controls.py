@@ -2,7 +2,8 @@
 control (positive / pasted / shortcut / random_labels).
 
 Key: the control's name, the decoded cache's fingerprint, the lesion masks' fingerprint
-(:func:`brainxai.finetune.stage.masks_fingerprint`), its training record ids, the
+(:func:`brainxai.finetune.stage.masks_fingerprint`), the reused study cell's files'
+sha256 (positive control), its training record ids, the
 ``tune`` and ``controls`` params, the backbone spec and the CAM layers, plus the code the
 task imports (:func:`tasks.caching.code_policy`). Retried once (a crashed worker), never
 for bad data.
@@ -46,13 +47,16 @@ def finetune_control(
     root: str,
     run_dir: str,
     report_dir: str,
+    source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train and measure one control; writes ``run_dir/epoch-XXXX.pt`` and
     ``report_dir/{measured.json, predictions.parquet}``.
 
     ``finetune_cfg`` holds only the ``tune`` and ``controls`` sections (the other knobs
     never enter this task's key); ``cache_fingerprint`` and ``masks_fingerprint`` are there
-    for the key (the masks on disk under ``root`` are read, not passed).
+    for the key (the masks on disk under ``root`` are read, not passed). ``source``: the
+    study cell the positive control is (:func:`brainxai.finetune.stage.positive_source`;
+    its checkpoint and predictions enter the key by sha256), measured, not trained again.
     """
     cfg = FinetuneConfig.from_dict(finetune_cfg)
     out, rep = Path(run_dir), Path(report_dir)
@@ -60,7 +64,7 @@ def finetune_control(
         stale.unlink()
     res = run_control(
         control, Cache.open(cache_dir), train_record_ids, cfg, cfg.controls,
-        BackboneSpec.from_dict(backbone), Path(root), out, tuple(cam_layers),
+        BackboneSpec.from_dict(backbone), Path(root), out, tuple(cam_layers), source,
     )  # fmt: skip
     rep.mkdir(parents=True, exist_ok=True)
     pred_path = rep / "predictions.parquet"

@@ -389,6 +389,26 @@ def test_controls_on_toy_data_point_the_right_way(tmp_path):
         "shortcut vs pasted",
     }
     assert all(r["status"] in ("pass", "fail", "uninformative") for r in rows)
+    # measured from a trained cell (the study's own random-init run) instead of training:
+    # every number of the trained positive control again, its history the checkpoints'
+    pos = out["positive"]
+    pred_path = tmp_path / "positive_predictions.parquet"
+    pos["predictions"].to_parquet(pred_path)
+    sel = next(c for c in pos["checkpoints"] if c["selected"])
+    source = {"run": "random__finetune__f1__s0", "checkpoints": pos["checkpoints"],
+              "predictions": str(pred_path), "selected_epoch": sel["epoch"],
+              "n_train": m["positive"]["n_train"], "seconds": 1.0}  # fmt: skip
+    again = run_control("positive", cache, train, cfg, ccfg, bb, tmp_path, tmp_path / "again",
+                        ("layer3",), source)  # fmt: skip
+    assert not list((tmp_path / "again").glob("epoch-*.pt"))  # nothing trained
+    same = {k: v for k, v in again["measured"].items() if k not in ("reused_run", "seconds_train")}
+    assert same == {k: v for k, v in m["positive"].items()
+                    if k not in ("reused_run", "seconds_train")}  # fmt: skip
+    assert again["measured"]["reused_run"] == "random__finetune__f1__s0"
+    assert [h["epoch"] for h in again["history"]] == [c["epoch"] for c in pos["checkpoints"]]
+    with pytest.raises(ValueError, match="only the positive control"):
+        run_control("pasted", cache, train, cfg, ccfg, bb, tmp_path, tmp_path / "x",
+                    ("layer3",), source)  # fmt: skip
 
 
 def test_masks_fingerprint_follows_the_mask_files_the_controls_read(tmp_path):

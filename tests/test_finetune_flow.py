@@ -98,6 +98,13 @@ def test_stage_end_to_end_cached_rerun_added_seed_and_failed_runs(tmp_path, base
     assert runs.groupby(["fraction", "seed"])["n_train"].nunique().eq(1).all()
     metrics = json.loads((root / "reports" / "metrics" / "finetune.json").read_text())
     assert metrics["ok"] == n and "probe.simclr.f1.macro_f1" in metrics
+    # the positive control is the random-init full-label cell, measured, not trained twice
+    ctrl = json.loads((rep / "controls" / "controls.json").read_text())["measured"]
+    cell = runs.set_index("run").loc["random__finetune__f1__s0"]
+    assert ctrl["positive"]["reused_run"] == cell.name
+    assert ctrl["positive"]["test_macro_f1"] == pytest.approx(cell["macro_f1"], abs=1e-12)
+    assert not list((root / "models/finetune/controls/positive").glob("epoch-*.pt"))
+    assert ctrl["shortcut"]["reused_run"] == ""
 
     # the DVC path (finetune_cache, finetune@<init>, finetune_eval) reuses the same cached
     # cells and gives the same numbers; each init's outputs stay in its own directories

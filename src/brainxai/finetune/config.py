@@ -170,6 +170,11 @@ class ControlsConfig(MappingConfig):
     #: The one label fraction and seed of every control cell.
     fraction: float = 1.0
     seed: int = 0
+    #: The positive control *is* random-init full fine-tuning at ``fraction`` / ``seed``
+    #: with the real recipe: where the study trains that cell (and ``epochs`` does not
+    #: change it), its model is measured instead of training the same weights twice
+    #: (bit-identical: RESULTS.md); False trains the control's own cell.
+    positive_from_run: bool = True
     #: Shortcut tag: side as a fraction of the cached image side, grey value, and the gap
     #: to the image border (fraction of the side).
     tag_size: float = 0.08

@@ -265,9 +265,15 @@ def run_control(
     root: Path,
     run_dir: Path,
     cam_layers: tuple[str, ...] = (),
+    source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train the control's cell and measure it; returns the numbers :func:`verdicts`
-    reads, the history, the checkpoints and the test predictions."""
+    reads, the history, the checkpoints and the test predictions. ``source``
+    (:func:`brainxai.finetune.stage.positive_source`): the study's own cell this control
+    is (the positive control: random-init full fine-tuning), measured instead of trained
+    again; its history is the checkpoints' validation scores."""
+    if source is not None and control != "positive":
+        raise ValueError(f"only the positive control reuses a study cell, not {control!r}")
     spec = RunSpec(f"ctrl-{control.replace('_', '-')}", "finetune", ccfg.fraction, ccfg.seed)
     if int(ccfg.epochs.get(control, 0)) > 0:
         cfg = dataclasses.replace(
@@ -276,7 +282,15 @@ def run_control(
     planted = variant(control, cache, ccfg, root)
     var = planted.cache
     data = CellData.of(var, train_record_ids)
-    res = run_finetune(spec, cfg, backbone, var, data, "", "", run_dir)
+    if source is None:
+        res = run_finetune(spec, cfg, backbone, var, data, "", "", run_dir)
+    else:
+        res = {"checkpoints": source["checkpoints"],
+               "predictions": pd.read_parquet(source["predictions"]),
+               "history": [{"epoch": c["epoch"], "val_macro_f1": c["val_macro_f1"]}
+                           for c in source["checkpoints"]],
+               "selected_epoch": source["selected_epoch"], "n_train": source["n_train"],
+               "seconds": source["seconds"]}  # fmt: skip
     selected = next(c for c in res["checkpoints"] if c["selected"])
     model, _ = load_classifier(selected["path"])
     model.eval()
@@ -296,6 +310,7 @@ def run_control(
         "selected_epoch": int(res["selected_epoch"]),
         "n_train": int(res["n_train"]),
         "seconds_train": float(res["seconds"]),
+        "reused_run": source["run"] if source else "",
     }
     # the explanations are judged on the control's test split (clean for the shortcut, its
     # tags burned in by explain; the lesions moved for the pasted control)

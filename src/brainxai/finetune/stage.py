@@ -449,6 +449,7 @@ def control_calls(st: Stage, cache: dict[str, Any], subsets: pd.DataFrame) -> li
     train_ids = control_train_ids(cfg, cache, subsets)
     layers = list(st.params.get("xai", {}).get("cam", {}).get("layers", []) or [])
     masks = masks_fingerprint(Cache.open(cache["cache_dir"]).index, st.paths.root)
+    source = positive_source(st, train_ids) if "positive" in cfg.controls.run else None
     return [{
         "control": c, "cache_dir": cache["cache_dir"], "cache_fingerprint": cache["fingerprint"],
         "masks_fingerprint": masks, "train_record_ids": train_ids,
@@ -456,7 +457,49 @@ def control_calls(st: Stage, cache: dict[str, Any], subsets: pd.DataFrame) -> li
                          "controls": config_to_mapping(cfg.controls)},
         "backbone": config_to_mapping(st.spec), "cam_layers": layers, "root": str(st.paths.root),
         "run_dir": str(out_models / c), "report_dir": str(out_reports / c),
+        "source": source if c == "positive" else None,
     } for c in cfg.controls.run]  # fmt: skip
+
+
+def positive_source(st: Stage, train_ids: list[str]) -> dict[str, Any] | None:
+    """The study's own cell the positive control is, when the study trained it: random
+    init, full fine-tuning, ``controls.fraction`` / ``seed``, the ``tune`` recipe (no
+    ``controls.epochs`` override), on the same training records. Returns its run name,
+    checkpoint rows (paths absolute), the selected checkpoint's and the test predictions'
+    sha256 (the control task's key), ``selected_epoch``, ``n_train`` and ``seconds``; None
+    (the control trains its own, identical cell) when ``positive_from_run`` is off or the
+    cell is not in the study, did not finish, or its files are missing."""
+    cfg, c = st.cfg, st.cfg.controls
+    epochs = int(c.epochs.get("positive", 0))
+    if (not c.positive_from_run or epochs not in (0, cfg.tune.epochs)
+            or "random" not in all_inits(cfg) or "finetune" not in cfg.protocols
+            or not any(abs(f - c.fraction) < 1e-9 for f in cfg.fractions)
+            or int(c.seed) not in cfg.seeds):  # fmt: skip
+        return None
+    rs = RunSpec("random", "finetune", c.fraction, c.seed)
+    models, reports = st.init_dirs("random")
+    runs_csv, index_file = reports / RUNS_FILE, models / INDEX_FILE
+    preds = reports / "runs" / rs.name / PREDICTIONS_FILE
+    if not (runs_csv.is_file() and index_file.is_file() and preds.is_file()):
+        return None
+    runs = pd.read_csv(runs_csv)
+    row = runs[(runs["run"] == rs.name) & (runs["status"] == "ok")]
+    if len(row) != 1 or int(row["n_train"].iloc[0]) != len(train_ids):
+        return None
+    index = pd.read_parquet(index_file)
+    index = index[index["run"] == rs.name].sort_values("epoch")
+    rows = [{"epoch": int(r.epoch), "path": str(st.paths.root / r.path),
+             "selected": bool(r.selected), "val_macro_f1": float(r.val_macro_f1),
+             "phase": str(r.phase)} for r in index.itertuples()]  # fmt: skip
+    selected = [r for r in rows if r["selected"]]
+    if len(selected) != 1 or not all(Path(r["path"]).is_file() for r in rows):
+        return None
+    return {"run": rs.name, "checkpoints": rows,
+            "checkpoint_sha256": file_sha256(selected[0]["path"]),
+            "predictions": str(preds), "predictions_sha256": file_sha256(preds),
+            "selected_epoch": int(row["selected_epoch"].iloc[0]),
+            "n_train": int(row["n_train"].iloc[0]),
+            "seconds": float(row["seconds"].iloc[0])}  # fmt: skip
 
 
 @dataclass
