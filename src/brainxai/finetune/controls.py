@@ -14,7 +14,9 @@ the decoded cache whose truth is known by construction:
   truth): test macro-F1 must fall inside the chance interval and gold lists stay empty.
 * ``positive`` - *right for the right reasons*: the lesion-driven model (clean data).
   GradCAM's pointing game on the tumour classes must reach ``pointing_min`` and beat the
-  random-heatmap and centre-prior baselines by ``baseline_ratio``.
+  random-heatmap and centre-prior baselines by ``baseline_ratio``. This cell is the study's
+  own random-init full fine-tuning run at the controls' fraction and seed; where the study
+  trains it, that model is measured (``positive_from_run``), not trained a second time.
 * ``pasted`` - the positive control with a known answer (the known-signal benchmarks of
   papers 001 / 002): every tumour image's lesion is cut out along its mask and pasted at a
   random position inside the head of a *normal* slice of the same split (and sequence), its
