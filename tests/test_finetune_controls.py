@@ -4,12 +4,16 @@ outside the head more than the lesion model's; random labels give chance-level F
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 from scipy import ndimage
 
+from brainxai.config import load_params
 from brainxai.finetune.config import BackboneSpec, FinetuneConfig
 from brainxai.finetune.control_cell import run_control, variant
 from brainxai.finetune.controls import (
@@ -28,7 +32,8 @@ from brainxai.finetune.controls import (
     tag_slots,
     verdicts,
 )
-from brainxai.finetune.stage import masks_fingerprint
+from brainxai.finetune.stage import Stage, masks_fingerprint, positive_source
+from brainxai.hashing import file_sha256
 from brainxai.ssl.cache import Cache
 from tests.test_finetune_toydata import toy_table
 
@@ -429,3 +434,49 @@ def test_masks_fingerprint_follows_the_mask_files_the_controls_read(tmp_path):
     (tmp_path / used).unlink()
     assert masks_fingerprint(index, tmp_path) != changed
     assert masks_fingerprint(bad, tmp_path) == without  # its file was never read
+
+
+def test_positive_source_is_the_study_cell_or_none(tmp_path):
+    """The positive control reuses random-init full fine-tuning at the controls' fraction
+    and seed only where the study trained exactly that cell and its files are there."""
+    params = load_params(Path(__file__).parents[1] / "params.yaml", profile="smoke")
+    st = Stage.from_params(tmp_path, params)
+    assert st.cfg.controls.fraction == 1.0 and st.cfg.controls.seed == 0
+    train = ["r1", "r2", "r3"]
+    assert positive_source(st, train) is None  # the study has not trained it yet
+    models, reports = st.init_dirs("random")
+    run = "random__finetune__f1__s0"
+    (models / run).mkdir(parents=True)
+    (reports / "runs" / run).mkdir(parents=True)
+    for epoch in (1, 3):
+        (models / run / f"epoch-{epoch:04d}.pt").write_bytes(b"weights %d" % epoch)
+    pd.DataFrame({"run": run, "epoch": [1, 3], "selected": [False, True],
+                  "val_macro_f1": [0.2, 0.4], "phase": "finetune",
+                  "path": [f"models/finetune/random/{run}/epoch-{e:04d}.pt" for e in (1, 3)]}
+                 ).to_parquet(models / "index.parquet")  # fmt: skip
+    runs = pd.DataFrame([{"run": run, "status": "ok", "n_train": 3, "selected_epoch": 3,
+                          "seconds": 1.5}])  # fmt: skip
+    runs.to_csv(reports / "runs.csv", index=False)
+    pd.DataFrame({"record_id": ["t1"], "y_pred": [0]}).to_parquet(
+        reports / "runs" / run / "predictions.parquet"
+    )
+    src = positive_source(st, train)
+    assert src is not None and src["run"] == run and src["selected_epoch"] == 3
+    assert [c["epoch"] for c in src["checkpoints"]] == [1, 3]
+    assert [c["selected"] for c in src["checkpoints"]] == [False, True]
+    assert src["checkpoint_sha256"] == file_sha256(models / run / "epoch-0003.pt")
+    assert Path(src["checkpoints"][1]["path"]) == models / run / "epoch-0003.pt"
+
+    def with_controls(**kw):
+        c = dataclasses.replace(st.cfg.controls, **kw)
+        return dataclasses.replace(st, cfg=dataclasses.replace(st.cfg, controls=c))
+
+    assert positive_source(with_controls(positive_from_run=False), train) is None
+    assert positive_source(with_controls(epochs={"positive": 99}), train) is None
+    assert positive_source(with_controls(seed=1), train) is None  # no such cell trained
+    assert positive_source(st, train[:2]) is None  # other training records
+    runs.assign(status="failed").to_csv(reports / "runs.csv", index=False)
+    assert positive_source(st, train) is None
+    runs.to_csv(reports / "runs.csv", index=False)
+    (models / run / "epoch-0001.pt").unlink()
+    assert positive_source(st, train) is None
