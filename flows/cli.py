@@ -250,13 +250,19 @@ def study_track(
     profile: Profile = None,
 ) -> None:
     """Run a command (`brainxai study track -- dvc repro`) under one MLflow study run: every
-    stage process nests under it; FINISHED/FAILED from the command's exit code. No --set:
+    stage process nests under it; FINISHED/FAILED from the command's exit code. The stages
+    share one Prefect API server started here (`study_track.shared_prefect_api`). No --set:
     DVC reads params.yaml, so override with `dvc exp run -S '++overrides.key.path=value'`."""
     import tasks  # noqa: F401  (embedded defaults)
+    from brainxai.config import load_params
     from tasks.env import study_root
     from tasks.mlflow_log import track_command
+    from tasks.prefect_api import SharedApiConfig, shared_api
 
-    code, run_id = track_command(command, profile, study_root())
+    root = study_root()
+    cfg = SharedApiConfig.from_params(load_params(root / "params.yaml", profile=profile))
+    with shared_api(cfg) as env:  # one Prefect API for every stage (params study_track)
+        code, run_id = track_command(command, profile, root, env)
     typer.echo(f"study run {run_id}: exit code {code}", err=True)
     raise typer.Exit(code)
 

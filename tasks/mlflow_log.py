@@ -357,13 +357,16 @@ def study_run(
                 os.environ[PARENT_ENV] = outer
 
 
-def track_command(argv: Sequence[str], profile: str | None, root: Path) -> tuple[int, str]:
+def track_command(
+    argv: Sequence[str], profile: str | None, root: Path, extra_env: dict[str, str] | None = None
+) -> tuple[int, str]:
     """Run ``argv`` (e.g. ``dvc repro``) under a new study parent run.
 
     The run id goes to the child in ``BRAINXAI_PARENT_RUN_ID`` so every stage process
     nests its run under it; the parent ends FINISHED on exit code 0, FAILED otherwise
     (KILLED on Ctrl-C), with ``params.yaml``/``dvc.yaml``/``dvc.lock`` as artifacts and
-    the exit code and wall time as metrics. Returns ``(exit code, run id)``.
+    the exit code and wall time as metrics. ``extra_env`` joins the command's environment
+    (the shared Prefect API, :mod:`tasks.prefect_api`). Returns ``(exit code, run id)``.
     """
     if not argv:
         raise ValueError("nothing to run: give a command after `--`")
@@ -381,7 +384,7 @@ def track_command(argv: Sequence[str], profile: str | None, root: Path) -> tuple
         tags["mlflow.parentRunId"] = outer
     run = client.create_run(ensure_experiment(), run_name="study", tags=tags)
     rid = run.info.run_id
-    env = {**os.environ, PARENT_ENV: rid}
+    env = {**os.environ, **(extra_env or {}), PARENT_ENV: rid}
     if profile:
         env["BRAINXAI_PROFILE"] = profile
     t0 = time.perf_counter()

@@ -136,6 +136,11 @@ def test_cli_study_track_two_real_stages(tmp_path):
            "sh", "-c", "brainxai data synth && brainxai data ingest"]  # fmt: skip
     out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
+    # both stages ran their flows on the one Prefect API `study track` started (params
+    # study_track.shared_prefect_api), none on a temporary server of its own
+    logs = out.stdout + out.stderr
+    assert logs.count("Beginning flow run") >= 2
+    assert logs.count("Starting temporary server") <= 1, logs[-3000:]
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     try:
         (study,) = mlflow.search_runs(
