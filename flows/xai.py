@@ -3,7 +3,7 @@ training stages log (fine-tuning: ``models/finetune/index.parquet``; 3D classifi
 ``models/classify3d/index.parquet``; a missing index skips that family and says so).
 
 Run: ``brainxai xai track [--profile smoke]``. For every selected checkpoint
-(``xai.select``) and method (``xai.methods``) one cached task writes float16 heatmaps of
+(``xai.select``) one cached task writes float16 heatmaps of each method (``xai.methods``) of
 the evaluation images (``xai.eval_split``, at most ``xai.max_images`` per family, classes
 taking turns) to ``data/interim/xai/heatmaps/<run>/``. Then, from those files:
 
@@ -67,7 +67,8 @@ def run_xai(
         for name, rep in plan.families.items():
             if rep["status"] != "ok":
                 logger.warning("xai: family %s skipped (%s)", name, rep["reason"])
-        ex = stage.Explained(plan, _run(explain_task, plan.calls, root_path, files=True))
+        explained = _run(explain_task, stage.explain_calls(plan), root_path, files=True)
+        ex = stage.Explained(plan, stage.method_results(explained))
         for q in ex.failed:
             logger.warning("xai: quarantined %s epoch %s: %s", q["run"], q["epoch"], q["reason"])
         rand = _run(randomisation_task, stage.randomisation_calls(cfg, plan, ex), root_path)

@@ -43,7 +43,7 @@ def test_smoke_counts_by_hand():
     # xai upper bound: (10 fine-tune runs x (2 epochs + best) + 10 two-phase runs x (2 epochs
     # + selected) + 4 3D runs x 2 epochs) x 3 methods; faithfulness: the same (ckpt, method)s
     explained = (10 * 3 + 10 * 3 + 4 * 2) * 3
-    assert t[("xai", "explain (checkpoint x method)")] == explained
+    assert t[("xai", "explain (checkpoint)")] == explained // 3  # one task, its 3 methods
     assert t[("xai", "faithfulness (checkpoint x method)")] == explained
     assert t[("xai", "randomisation (run x method)")] == (10 + 10 + 4) * 3
 
@@ -66,7 +66,8 @@ def test_smoke_counts_match_the_task_runs_of_a_real_smoke_study():
     cells = t[("finetune", "probe cells")] - 2 + t[("finetune", "fine-tune cells")]
     assert cells == runs["finetune_cell"] == 60
     assert t[("classify3d", "fold runs")] == runs["train_run"]
-    assert t[("xai", "explain (checkpoint x method)")] >= runs["explain_task"]
+    # that study ran one explain task per (checkpoint, method), 3 methods; now one per checkpoint
+    assert t[("xai", "explain (checkpoint)")] * 3 >= runs["explain_task"]
     assert t[("xai", "randomisation (run x method)")] >= runs["randomisation_task"]
 
 
@@ -80,6 +81,22 @@ def test_full_counts_by_hand():
     assert t[("finetune", "embeddings")] == 4 + 3
     # paper 003 rows ①-⑤ + coarse_maskinput, full_maskinput, oracle; + 3 backbones
     assert t[("classify3d", "fold runs")] == (8 + 3) * 5
+
+
+def test_shared_pass_methods_are_the_explainers():
+    from brainxai import plan
+    from brainxai.xai import cams
+
+    assert plan.SHARED_PASS_METHODS == cams.SHARED_PASS_METHODS
+    # gradcam + layercam share 3 passes; smoothgrad (16 samples x fwd+bwd) runs alone
+    params = load_params(REPO / "params.yaml", profile="smoke")
+    params["xai"]["methods"] = ["gradcam", "layercam", "smoothgrad"]
+    params["xai"]["cam"]["smoothgrad_samples"] = 16
+    shared = {(c.stage, c.name): c.flops for c in components(params, ONE, ONE)}
+    params["xai"]["methods"] = ["gradcam"]
+    one = {(c.stage, c.name): c.flops for c in components(params, ONE, ONE)}
+    key = ("xai", "explain (checkpoint)")
+    assert shared[key] == pytest.approx(one[key] * (3 + 3 * 16) / 3)
 
 
 def test_costs_scale_the_measured_seconds_by_the_work_ratio():

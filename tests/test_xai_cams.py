@@ -14,12 +14,14 @@ from torch import nn
 from brainxai.xai import gradients as G
 from brainxai.xai.cams import (
     METHODS,
+    SHARED_PASS_METHODS,
     CamConfig,
     ClassTarget,
     Explainer,
     compute_heatmaps,
     eigen_projection,
     gradcampp_weights,
+    pass_groups,
 )
 from brainxai.xai.explain import explain_checkpoint
 from brainxai.xai.heatmap_store import (
@@ -211,6 +213,61 @@ def test_batched_equals_one_at_a_time(ndim):
         assert np.allclose(batched, single, atol=1e-5), method
 
 
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_shared_pass_gives_every_method_its_own_maps_bit_for_bit(ndim):
+    """heatmaps_many reads the CAMs' activations and gradients from one pass (MS-GradCAM++'s
+    three layers and the deep layer hooked together): the same bytes as one method at a
+    time, for given and predicted targets, across batches; methods outside the pass too."""
+    model = bn_model(ndim).eval()
+    x = torch.randn(5, 1, *((12,) * ndim))
+    methods = ["smoothgrad", *SHARED_PASS_METHODS, "gradcam"]  # order and a repeat kept
+    cfg = CamConfig(**{**SMALL.__dict__, "batch_size": 2})
+    for k in (np.array([0, 2, 1, 1, 0]), None):
+        with Explainer(model, cfg) as ex:
+            many = ex.heatmaps_many(x, methods, k)
+        assert list(many) == ["smoothgrad", *SHARED_PASS_METHODS]
+        for m in many:
+            with Explainer(model, cfg) as ex:
+                one = ex.heatmaps(x, m, k)
+            assert np.array_equal(many[m].maps, one.maps), m
+            assert np.array_equal(many[m].probs, one.probs), m
+            assert np.array_equal(many[m].targets, one.targets), m
+            assert many[m].layers == one.layers, m
+
+
+def test_shared_pass_falls_back_when_a_layer_runs_twice():
+    """A target layer called twice per forward (weight sharing) has two activations: the
+    shared pass steps aside and each method runs alone (pytorch-grad-cam's own handling)."""
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.block = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+            self.stem = nn.Conv2d(1, 4, 3, padding=1)
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.block(self.block(self.stem(x))))
+
+    model = Twice().eval()
+    x = torch.randn(2, 1, 8, 8)
+    cfg = CamConfig(layers=("block",), multiscale_layers=("stem", "block", "block"))
+    with Explainer(model, cfg) as ex:
+        assert ex._shared_heatmaps(x, ["gradcam", "layercam"], [0, 1]) == {}
+        many = ex.heatmaps_many(x, ["gradcam", "layercam"], [0, 1])
+        one = ex.heatmaps(x, "layercam", [0, 1])
+    assert np.array_equal(many["layercam"].maps, one.maps)
+
+
+def test_pass_groups_put_the_cams_together_and_the_rest_alone():
+    assert pass_groups(["lrp", "gradcam", "eigencam", "ig", "gradcam"]) == [
+        ["gradcam", "eigencam"], ["lrp"], ["ig"],
+    ]  # fmt: skip
+    assert pass_groups(["scorecam"]) == [["scorecam"]]
+    assert pass_groups([]) == []
+
+
 def test_default_target_is_the_predicted_class():
     model = gap_model(2)
     x = torch.randn(4, 1, 8, 8)
@@ -397,7 +454,7 @@ def test_config_rejects_unknown_keys_and_bad_values():
 # ---------------------------------------------------------------------------------- store
 
 
-def test_heatmap_store_round_trip(tmp_path):
+def test_heatmap_store_round_trip(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     rec = HeatmapRecord(
         checkpoint_id="ft-resnet18/epoch=003",
@@ -426,6 +483,13 @@ def test_heatmap_store_round_trip(tmp_path):
     )
     assert np.array_equal(back.labels, rec.labels) and np.array_equal(back.probs, rec.probs)
     assert not list(tmp_path.glob("*.tmp"))
+    # the same record gives the same bytes at any time (a recomputed file keeps its sha256)
+    import time
+
+    monkeypatch.setattr(time, "time", lambda: 1.0e9)
+    first = save_heatmaps(tmp_path / "t1.npz", rec).read_bytes()
+    monkeypatch.setattr(time, "time", lambda: 2.0e9)
+    assert save_heatmaps(tmp_path / "t2.npz", rec).read_bytes() == first
     with pytest.raises(ValueError, match="record_ids"):
         HeatmapRecord("c", "m", rec.maps, rec.record_ids[:2], rec.labels, rec.probs, rec.targets)
 

@@ -58,6 +58,10 @@ METHOD_PASSES: dict[str, Callable[[Mapping[str, Any]], float]] = {
     "ig": lambda c: 3.0 * float(c["ig_steps"]),
     "lrp": lambda c: 1.0 + 3.0,  # Captum: a forward pass to record inputs, then fwd + bwd
 }
+#: CAMs computed together from one forward + backward pass per batch (3 passes in all;
+#: ``brainxai.xai.cams.SHARED_PASS_METHODS``, kept equal by tests/test_plan.py).
+SHARED_PASS_METHODS = ("gradcam", "gradcam++", "layercam", "eigencam", "ms-gradcam++")
+SHARED_PASSES = 3.0
 #: Forward passes of a frozen-backbone training step (no backbone backward).
 FROZEN_PASSES = 1.0
 GPU_STAGES = ("pretrain", "finetune", "classify3d", "xai")
@@ -504,7 +508,9 @@ def _xai(params: Mapping[str, Any], c: Cohort, resnet: FlopFn, volume: FlopFn) -
     f2 = resnet(t["arch"], int(t["image_size"]))
     size = tuple(int(v) for v in c3["data"]["input_size"])
     f3 = volume(c3["backbones"][c3["ablation_backbone"]], size)
-    passes = sum(METHOD_PASSES[m](cam) for m in methods)
+    alone = [m for m in methods if m not in SHARED_PASS_METHODS]
+    shared = SHARED_PASSES if len(alone) < len(methods) else 0.0
+    passes = shared + sum(METHOD_PASSES[m](cam) for m in alone)
     ckpts = ck_all_2d + runs_3d * ck_3d
     work_2d, work_3d = ck_all_2d * imgs_2d * f2, runs_3d * ck_3d * imgs_3d * f3
     flops = passes * (work_2d + work_3d)
@@ -525,15 +531,15 @@ def _xai(params: Mapping[str, Any], c: Cohort, resnet: FlopFn, volume: FlopFn) -
     return [
         Component(
             "xai",
-            "explain (checkpoint x method)",
-            ckpts * len(methods),
+            "explain (checkpoint)",
+            ckpts,
             "FLOPs",
             flops,
             "explain_task",
             device="gpu",
             flops=flops,
             note=f"<= {ckpts} checkpoints ({runs_2d} 2D runs x <= {ck_2d}, {runs_3d} 3D "
-            f"runs x {ck_3d}) x {len(methods)} methods, {imgs_2d}/{imgs_3d} images",
+            f"runs x {ck_3d}), {len(methods)} methods each, {imgs_2d}/{imgs_3d} images",
         ),
         Component(
             "xai",

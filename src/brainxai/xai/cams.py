@@ -57,6 +57,18 @@ from brainxai.xai.minmax import minmax_normalise
 CAM_METHODS = ("gradcam", "gradcam++", "layercam", "eigencam", "scorecam", "ms-gradcam++")
 GRADIENT_METHODS = ("smoothgrad", "ig", "lrp")
 METHODS = CAM_METHODS + GRADIENT_METHODS
+#: CAMs that are a function of one forward and one backward pass (target-layer activations
+#: and ∂f_k/∂A): several of them share that pass (:meth:`Explainer.heatmaps_many`).
+SHARED_PASS_METHODS = ("gradcam", "gradcam++", "layercam", "eigencam", "ms-gradcam++")
+
+
+def pass_groups(methods: Sequence[str]) -> list[list[str]]:
+    """``methods`` in groups computed together: the :data:`SHARED_PASS_METHODS` among them
+    in one group (first), every other method alone - so a method that fails (LRP on a
+    layer without a rule) fails only itself."""
+    unique = list(dict.fromkeys(methods))
+    shared = [m for m in unique if m in SHARED_PASS_METHODS]
+    return ([shared] if shared else []) + [[m] for m in unique if m not in shared]
 
 
 @dataclass(frozen=True)
@@ -201,6 +213,49 @@ class _DeviceActivationsAndGradients(ActivationsAndGradients):
             self.gradients = [grad.detach(), *self.gradients]
 
         output.register_hook(_store)
+
+
+def _record_pass(
+    model: nn.Module,
+    layers: list[nn.Module],
+    cams: Any,
+    x: torch.Tensor,
+    targets: list[Any],
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor] | None:
+    """One forward and one backward pass of ``Σ_i f_{k_i}(x_i)`` (pytorch-grad-cam's
+    loss) recording each layer's output and its gradient: ``(activations, gradients,
+    logits)`` in ``layers``' order, or None when a layer did not run exactly once. The
+    CAM objects' own hooks (``cams``) record nothing meanwhile."""
+    acts: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(layers))}
+    grads: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(layers))}
+
+    def hook(i: int) -> Any:
+        def save(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            acts[i].append(output.detach())
+            if output.requires_grad:
+                output.register_hook(lambda g: grads[i].append(g.detach()))
+
+        return save
+
+    handles = [la.register_forward_hook(hook(i)) for i, la in enumerate(layers)]
+    holders = [c.activations_and_grads for c in cams]
+    for h in holders:
+        h.recording = False
+    try:
+        with torch.enable_grad():
+            logits = model(x)
+            model.zero_grad()
+            loss = sum([t(o) for t, o in zip(targets, logits, strict=True)])
+            loss.backward()  # type: ignore[union-attr]
+    finally:
+        for h in holders:
+            h.recording = True
+        for handle in handles:
+            handle.remove()
+    if any(len(acts[i]) != 1 or len(grads[i]) != 1 for i in acts):
+        return None
+    n = range(len(layers))
+    return [acts[i][0] for i in n], [grads[i][0] for i in n], logits.detach()
 
 
 class ClassTarget:
@@ -425,6 +480,72 @@ class Explainer:
             targets=classes.astype(np.int64),
             layers=self.layer_names(method),
         )
+
+    def heatmaps_many(
+        self, images: Any, methods: Sequence[str], targets: Any = None
+    ) -> dict[str, Heatmaps]:
+        """``{method: heatmaps(images, method, targets)}`` for several methods, the same
+        maps: the :data:`SHARED_PASS_METHODS` among them read their activations and
+        gradients from one forward and one backward pass per batch on the union of their
+        target layers (a GradCAM, GradCAM++, LayerCAM, EigenCAM and MS-GradCAM++ of one
+        checkpoint are five functions of the same tensors); every other method runs
+        alone."""
+        for m in methods:
+            if m not in METHODS:
+                raise ValueError(f"method must be one of {METHODS}, got {m!r}")
+        shared = [m for m in dict.fromkeys(methods) if m in SHARED_PASS_METHODS]
+        out = self._shared_heatmaps(images, shared, targets) if len(shared) > 1 else {}
+        for m in dict.fromkeys(methods):
+            if m not in out:
+                out[m] = self.heatmaps(images, m, targets)
+        return {m: out[m] for m in dict.fromkeys(methods)}
+
+    def _shared_heatmaps(
+        self, images: Any, methods: list[str], targets: Any
+    ) -> dict[str, Heatmaps]:
+        """The shared pass of :meth:`heatmaps_many`; ``{}`` (each method then runs alone)
+        when a target layer does not run exactly once per forward pass."""
+        x = _as_batch(images)
+        probs = self.predict(x) if targets is None else None
+        classes = probs.argmax(axis=1) if probs is not None else np.asarray(targets, np.int64)
+        if classes.shape != (len(x),):
+            raise ValueError(f"targets must be ({len(x)},), got {classes.shape}")
+        cams = {m: self._cam(m) for m in methods}
+        layers = list({id(la): la for c in cams.values() for la in c.target_layers}.values())
+        slot = {id(la): i for i, la in enumerate(layers)}
+        maps: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
+        logits = []
+        bs = self.config.batch_size
+        for s in range(0, len(x), bs):
+            xb = x[s : s + bs].to(self.device).detach().requires_grad_(True)
+            targets_b = [ClassTarget(int(k)) for k in classes[s : s + bs].tolist()]
+            got = _record_pass(self.model, layers, cams.values(), xb, targets_b)
+            if got is None:
+                return {}
+            acts, grads, z = got
+            for m, cam in cams.items():
+                idx = [slot[id(la)] for la in cam.target_layers]
+                holder = cam.activations_and_grads
+                holder.activations = [acts[i] for i in idx]
+                holder.gradients = [grads[i] for i in idx] if cam.uses_gradients else []
+                try:
+                    per_layer = cam.compute_cam_per_layer(xb, targets_b, False)
+                    maps[m].append(cam.aggregate_multi_layers(per_layer).detach().float().cpu())
+                finally:
+                    holder.clear()
+            logits.append(z.float())
+        if probs is None:  # the logits of the shared forward pass
+            probs = grads_mod.probs_from_logits(torch.cat(logits)).cpu().numpy()
+        return {
+            m: Heatmaps(
+                method=m,
+                maps=torch.cat(maps[m]).numpy(),
+                probs=probs.astype(np.float32),
+                targets=classes.astype(np.int64),
+                layers=self.layer_names(m),
+            )
+            for m in methods
+        }
 
     def _batch(
         self, method: str, x: torch.Tensor, classes: torch.Tensor, offset: int

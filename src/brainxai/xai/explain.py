@@ -33,7 +33,8 @@ def explain_checkpoint(
     epoch: int | None = None,
     explain: str = "label",
 ) -> dict[str, Path]:
-    """Heatmaps of ``methods`` for one checkpoint; returns {method: npz path}.
+    """Heatmaps of ``methods`` for one checkpoint; returns {method: npz path}. The CAMs
+    among them share one forward/backward pass (:meth:`Explainer.heatmaps_many`).
 
     ``explain="label"`` explains each image's true class (what the C-Score's gold list
     and the ground-truth masks need); ``"predicted"`` its predicted class.
@@ -44,8 +45,8 @@ def explain_checkpoint(
     ids = np.asarray(record_ids).astype(str)
     out: dict[str, Path] = {}
     with Explainer(model, config, device) as ex:
-        for method in methods:
-            hm = ex.heatmaps(images, method, y if explain == "label" else None)
+        maps = ex.heatmaps_many(images, methods, y if explain == "label" else None)
+        for method, hm in maps.items():
             record = HeatmapRecord(
                 checkpoint_id=checkpoint_id,
                 method=method,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,20 @@ def save_heatmaps(path: str | Path, record: HeatmapRecord, compress: bool = Fals
         "meta": np.array(json.dumps(meta, sort_keys=True)),
     }
     with atomic_open(path, "wb") as fh:
-        (np.savez_compressed if compress else np.savez)(fh, **arrays)
+        _write_npz(fh, arrays, compress)
     return path
+
+
+def _write_npz(fh: Any, arrays: dict[str, np.ndarray], compress: bool) -> None:
+    """``np.savez`` with a fixed member timestamp: the same maps give the same bytes (and
+    sha256), so a recomputed heatmap file leaves the tasks keyed on it cached."""
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(fh, "w", compression=method, allowZip64=True) as zf:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
 
 
 def load_heatmaps(path: str | Path) -> HeatmapRecord:

@@ -207,6 +207,25 @@ def plan(cfg: XaiConfig, root: Path, code_hash: CodeHash) -> Plan:
     return Plan(calls, report, evalsets, runs, quarantine)
 
 
+def explain_calls(plan: Plan) -> list[dict[str, Any]]:
+    """``plan.calls`` grouped by checkpoint: one explain call per checkpoint with its
+    ``methods`` (the CAMs of a checkpoint share one forward/backward pass and the model is
+    loaded once; :func:`brainxai.xai.cams.pass_groups`)."""
+    grouped: dict[tuple[str, int], dict[str, Any]] = {}
+    for c in plan.calls:
+        key = (c["run"], c["epoch"])
+        if key not in grouped:
+            grouped[key] = {k: v for k, v in c.items() if k != "method"} | {"methods": []}
+        grouped[key]["methods"].append(c["method"])
+    return list(grouped.values())
+
+
+def method_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The explain tasks' per-checkpoint results as one row per (checkpoint, method), what
+    :class:`Explained` reads."""
+    return [row for r in results for row in r["rows"]]
+
+
 def randomisation_calls(cfg: XaiConfig, plan: Plan, ex: Explained) -> list[dict[str, Any]]:
     """The parameter-randomisation check of each model's final heatmaps (its methods)."""
     rcfg = {k: getattr(cfg.randomisation, k) for k in RANDOMISATION_KEYS}
@@ -354,7 +373,8 @@ def summarise(
             "flagged_methods": sorted(set(rand.loc[flagged, "method"])),
         },
         "faithfulness": faithfulness_summary(faith),
-        "heatmap_tasks": len(plan.calls),
+        "heatmap_tasks": len(plan.calls),  # (checkpoint, method) heatmap files
+        "explain_tasks": len(explain_calls(plan)),  # one per checkpoint
         "quarantined_checkpoints": len(quarantine),
         "trajectory_rows": len(table),
         "device": sorted({r["device"] for r in ex.ok}),
