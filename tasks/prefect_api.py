@@ -2,8 +2,8 @@
 
 ``make study`` runs ``dvc repro``: one new process per DVC stage, and each stage's flow
 starts Prefect's temporary API server of its own (``SubprocessASGIServer``: uvicorn in a
-subprocess, migrations checked, then stopped when the flow ends) - 8.5 s per process
-against 2.3 s for the same flow on a running server (``benchmarks/prefect_api_startup.py``;
+subprocess, migrations checked, then stopped when the flow ends) - 8.8 s per process
+against 2.5 s for the same flow on a running server (``benchmarks/bench_prefect_api.py``;
 23 stages in the demo study). :func:`shared_api` starts that same server once - Prefect's
 own class, in its ephemeral mode, on 127.0.0.1 with the study's ``PREFECT_HOME`` - and
 hands its URL to the tracked command in ``PREFECT_API_URL``; every stage then talks to it
@@ -22,12 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from brainxai.config import MappingConfig
+
 log = logging.getLogger(__name__)
 API_ENV = "PREFECT_API_URL"
 
 
 @dataclass(frozen=True)
-class SharedApiConfig:
+class SharedApiConfig(MappingConfig):
     """``params.study_track``: whether to share one API server and how long to wait for it."""
 
     shared_prefect_api: bool = True
@@ -35,14 +37,12 @@ class SharedApiConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> SharedApiConfig:
-        section = dict(params.get("study_track") or {})
-        unknown = sorted(set(section) - {"shared_prefect_api", "prefect_api_timeout_s"})
-        if unknown:
-            raise ValueError(f"unknown study_track keys {unknown}")
-        return cls(**section)
+        """From the ``study_track`` section (unknown keys rejected, as every config)."""
+        return cls.from_dict(params.get("study_track"))
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the OS picks it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -60,7 +60,7 @@ def shared_api(cfg: SharedApiConfig) -> Iterator[dict[str, str]]:
 
     # Prefect keeps one instance per port: the port-less one is this process's own
     # ephemeral API (stopping it here would cut off a flow running in this process)
-    server = SubprocessASGIServer(port=_free_port())
+    server = SubprocessASGIServer(port=free_port())
     try:
         server.start(timeout=cfg.prefect_api_timeout_s)
     except Exception as err:  # fall back to per-stage servers, saying why
@@ -74,4 +74,4 @@ def shared_api(cfg: SharedApiConfig) -> Iterator[dict[str, str]]:
         server.stop()
 
 
-__all__ = ["API_ENV", "SharedApiConfig", "shared_api"]
+__all__ = ["API_ENV", "SharedApiConfig", "free_port", "shared_api"]

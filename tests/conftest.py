@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -31,6 +30,27 @@ os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "300"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+from tasks.prefect_api import free_port  # noqa: E402,F401  (after the environment above)
+
+#: A one-task Prefect flow run as a new process (``python -c``), the shape of a stage: it
+#: prints ``RESULT 42`` and ``RUN <flow run id>``.
+ONE_TASK_FLOW = """
+from prefect import flow, task
+from prefect.runtime import flow_run
+
+@task
+def double(x):
+    return 2 * x
+
+@flow(name="one-task-stage")
+def stage():
+    return double(21), flow_run.id
+
+result, run_id = stage()
+print("RESULT", result)
+print("RUN", run_id)
+"""
+
 #: Overrides that make the smoke profile tiny enough for end-to-end tests: 4 volumes
 #: (one per diagnosis) and 18 2D subjects (3 per group, so every split gets one).
 TINY_SYNTH: dict = {
@@ -41,12 +61,6 @@ TINY_SYNTH: dict = {
     "image_size_min": 96,
     "image_size_max": 200,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_healthy(url: str, proc, timeout: float, log: Path | None = None) -> None:

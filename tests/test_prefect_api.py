@@ -13,30 +13,14 @@ import pytest
 
 from tasks import prefect_api
 from tasks.prefect_api import API_ENV, SharedApiConfig, shared_api
-
-FLOW = """
-from prefect import flow, task
-from prefect.runtime import flow_run
-
-@task
-def double(x):
-    return 2 * x
-
-@flow(name="shared-api-stage")
-def stage():
-    return double(21), flow_run.id
-
-result, run_id = stage()
-print("RESULT", result)
-print("RUN", run_id)
-"""
+from tests.conftest import ONE_TASK_FLOW
 
 
 def test_config_from_params():
     assert SharedApiConfig.from_params({}) == SharedApiConfig(True, 300)
     got = SharedApiConfig.from_params({"study_track": {"shared_prefect_api": False}})
     assert got.shared_prefect_api is False
-    with pytest.raises(ValueError, match="unknown study_track keys"):
+    with pytest.raises(ValueError, match="unknown SharedApiConfig keys"):
         SharedApiConfig.from_params({"study_track": {"shared_api": True}})
 
 
@@ -79,7 +63,7 @@ def test_one_server_serves_a_stage_process_and_stops(tmp_path, monkeypatch):
         url = env[API_ENV]
         assert url.startswith("http://127.0.0.1:") and url.endswith("/api")
         assert httpx.get(f"{url}/health", timeout=10).status_code == 200
-        out = subprocess.run([sys.executable, "-c", FLOW], env={**os.environ, **env},
+        out = subprocess.run([sys.executable, "-c", ONE_TASK_FLOW], env={**os.environ, **env},
                              capture_output=True, text=True, timeout=180)  # fmt: skip
         assert out.returncode == 0, out.stderr[-3000:]
         assert "RESULT 42" in out.stdout

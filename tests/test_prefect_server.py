@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, wait_healthy
+from tests.conftest import ONE_TASK_FLOW, free_port, wait_healthy
 
 BIN = Path(sys.executable).parent
 
@@ -18,21 +18,6 @@ def test_pins_are_the_proven_ones():
     assert md.version("prefect") == "3.8.8"
     assert md.version("fastapi") == "0.150.0"
     import prefect.server.api.server  # noqa: F401  (fails with fastapi >= 0.159)
-
-
-FLOW = """
-from prefect import flow, task
-
-@task
-def double(x):
-    return 2 * x
-
-@flow(name="server-smoke")
-def f():
-    return double(21)
-
-print("RESULT", f())
-"""
 
 
 @pytest.mark.server
@@ -55,7 +40,7 @@ def test_prefect_server_starts_on_loopback_and_records_a_flow_run(tmp_path):
         wait_healthy(f"{api}/health", proc, 150, tmp_path / "server.log")
         client_env = {**env, "PREFECT_API_URL": api}
         out = subprocess.run(
-            [sys.executable, "-c", FLOW],
+            [sys.executable, "-c", ONE_TASK_FLOW],
             env=client_env,
             capture_output=True,
             text=True,

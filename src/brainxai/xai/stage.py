@@ -1,9 +1,10 @@
 """Stage ``xai`` without the orchestrator: what to compute (:func:`plan`: one explain call
-per selected checkpoint x method, then :func:`randomisation_calls` and
-:func:`faithfulness_calls` on the heatmaps), and what the results make
-(:func:`summarise`: the trajectory, sensitivity, randomisation, faithfulness and quarantine
-tables, the dissociations, the plots, the headline; :func:`model_metrics`: each model's
-metric history). ``flows/xai.py`` runs the calls as cached tasks and logs the outputs.
+per selected checkpoint x method, run grouped per checkpoint (:func:`explain_calls`), then
+:func:`randomisation_calls` and :func:`faithfulness_calls` on the heatmaps), and what the
+results make (:func:`summarise`: the trajectory, sensitivity, randomisation, faithfulness
+and quarantine tables, the dissociations, the plots, the headline; :func:`model_metrics`:
+each model's metric history). ``flows/xai.py`` runs the calls as cached tasks and logs the
+outputs.
 """
 
 from __future__ import annotations
