@@ -72,7 +72,9 @@ def run_xai(
         for q in ex.failed:
             logger.warning("xai: quarantined %s epoch %s: %s", q["run"], q["epoch"], q["reason"])
         rand = _run(randomisation_task, stage.randomisation_calls(cfg, plan, ex), root_path)
-        faith = _run(faithfulness_task, stage.faithfulness_calls(cfg, plan, ex), root_path)
+        faith = stage.method_results(
+            _run(faithfulness_task, stage.faithfulness_calls(cfg, plan, ex), root_path)
+        )
         out = stage.summarise(cfg, root_path, plan, ex, rand, faith, params["profile"])
         for model in stage.model_runs(out, plan):  # one nested MLflow run per model
             with child_run(model["name"], tags=model["tags"], params=model["params"]):

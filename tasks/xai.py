@@ -1,5 +1,6 @@
 """Prefect tasks around :mod:`brainxai.xai.per_checkpoint`: the heatmaps of one checkpoint's
-methods, their deletion/insertion faithfulness on that checkpoint, and the
+methods, their deletion/insertion faithfulness on that checkpoint (one task, the random
+control scored once for its methods), and the
 parameter-randomisation check on a run's final checkpoint.
 
 One explain task per checkpoint, its methods together: the CAMs share one forward/backward
@@ -107,7 +108,7 @@ def explain_task(
     name="xai-faithfulness",
     cache_policy=code_policy(__name__),
     persist_result=True,
-    task_run_name="faithful-{run}-e{epoch}-{method}",
+    task_run_name="faithful-{run}-e{epoch}",
     tags=[GPU_TAG],
 )
 @hashed_outputs
@@ -116,7 +117,7 @@ def faithfulness_task(
     family: str,
     run: str,
     epoch: int,
-    method: str,
+    methods: list[str],
     checkpoint_path: str,
     checkpoint_fingerprint: str,
     loader: str,
@@ -126,29 +127,33 @@ def faithfulness_task(
     evalset_path: str,
     evalset_fingerprint: str,
     root: str,
-    heatmap_path: str,
-    heatmap_sha256: str,
+    heatmap_paths: list[str],
+    heatmap_sha256s: list[str],
     faith_cfg: dict[str, Any],
     device: str,
 ) -> dict[str, Any]:
-    """Deletion/insertion AUC of the stored maps of ``method`` on one checkpoint (and of the
-    random control); cached on the heatmap file's hash and the faithfulness params."""
-    base = {"family": family, "run": run, "epoch": int(epoch), "method": method}
+    """Deletion/insertion AUC of the stored maps of one checkpoint's ``methods`` (and of the
+    random control, scored once for them); cached on the heatmap files' hashes and the
+    faithfulness params. ``rows``: one result per method."""
+    base = {"family": family, "run": run, "epoch": int(epoch)}
     model, meta, reason = _load(checkpoint_path, loader)
     if reason:
-        return base | {"status": "quarantined", "reason": reason}
-    res = faithfulness_against_stored(
-        model,
-        meta,
-        kind,
-        data,
-        pd.read_parquet(evalset_path),
-        root,
-        heatmap_path,
-        FaithfulnessConfig.from_dict(faith_cfg),
-        device,
-    )
-    return base | res | {"status": "ok", "reason": ""}
+        rows = [{"method": m, "status": "quarantined", "reason": reason} for m in methods]
+    else:
+        scores = faithfulness_against_stored(
+            model,
+            meta,
+            kind,
+            data,
+            pd.read_parquet(evalset_path),
+            root,
+            heatmap_paths,
+            FaithfulnessConfig.from_dict(faith_cfg),
+            device,
+        )
+        rows = [res | {"method": m, "status": "ok", "reason": ""}
+                for m, res in zip(methods, scores, strict=True)]  # fmt: skip
+    return base | {"rows": [base | r for r in rows]}
 
 
 @task(

@@ -170,6 +170,64 @@ def test_randomised_copy_leaves_the_model_and_global_rng_alone(trained_2d):
     )
 
 
+def _reset_under_global_seed(model: nn.Module, seed: int) -> nn.Module:
+    """The re-initialisation by each module's own reset_parameters after a global seed
+    (what randomised_copy draws, single-threaded)."""
+    import copy
+
+    clone = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in clone.modules():
+            if list(m.parameters(recurse=False)):
+                m.reset_parameters()
+    return clone
+
+
+@pytest.mark.parametrize("kind", ["resnet18", "densenet3d"])
+def test_randomised_copy_draws_what_reset_parameters_draws(kind):
+    from monai.networks.nets import DenseNet
+    from torchvision.models import resnet18
+
+    torch.manual_seed(5)
+    if kind == "resnet18":
+        model = resnet18(num_classes=4)
+    else:
+        model = DenseNet(3, 1, 4, init_features=8, growth_rate=4, block_config=(1, 1))
+    for m in model.modules():  # trained-looking BN statistics, to be reset
+        if isinstance(m, nn.modules.batchnorm._NormBase):
+            m.running_mean.fill_(0.3)
+            m.running_var.fill_(2.0)
+    want = _reset_under_global_seed(model, 7)
+    got = randomised_copy(model, seed=7)
+    for (name, a), b in zip(want.state_dict().items(), got.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_randomised_copies_in_concurrent_threads_are_identical(trained_2d):
+    """The thread task runner explains several checkpoints at once: copies made while
+    other threads seed and draw from the global RNG must not change (they did when
+    randomised_copy seeded the global generator: the demo study's randomisation check
+    then differed between two runs of the same code and data)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = trained_2d[0]
+    want = [p.clone() for p in randomised_copy(model, seed=3).parameters()]
+
+    def noisy(i: int) -> list[torch.Tensor]:
+        if i % 2:  # a neighbour that seeds and draws from the global generator
+            for _ in range(200):
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(i)
+                    torch.rand(1000)
+            return want
+        return [p.clone() for p in randomised_copy(model, seed=3).parameters()]
+
+    with ThreadPoolExecutor(8) as pool:
+        for got in pool.map(noisy, range(16)):
+            assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
+
+
 def test_3d_model_learned_the_marker(trained_3d):
     model, xt, yt, *_ = trained_3d
     with torch.no_grad():

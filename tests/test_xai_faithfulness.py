@@ -18,6 +18,7 @@ from brainxai.xai.faithfulness import (
     FaithfulnessConfig,
     curve_auc,
     faithfulness_scores,
+    faithfulness_scores_many,
     perturbation_curves,
     pixel_ranks,
     step_counts,
@@ -175,3 +176,28 @@ def test_lrp_points_at_the_planted_marker_and_is_faithful(marker_2d):
     away = faithfulness_scores(model, xpos, targets, (~masks).astype(np.float32),
                                FaithfulnessConfig(steps=12, random_control=False))  # fmt: skip
     assert away["deletion_auc"] > s["deletion_auc"] and away["insertion_auc"] < s["insertion_auc"]
+
+
+def test_methods_of_one_checkpoint_share_the_random_control():
+    """faithfulness_scores_many: every map gets exactly its faithfulness_scores numbers, and
+    the random control (images, classes and seed only) is scored once: 2 maps + 1 control =
+    3 curve sets of forward passes instead of 4."""
+    model = region_model()
+    seen: list[int] = []
+    model.register_forward_hook(lambda m, i, o: seen.append(len(o)))
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.random((3, 1, SIDE, SIDE)).astype(np.float32))
+    k = np.array([1, 0, 1])
+    maps = {m: rng.random((3, SIDE, SIDE)).astype(np.float32) for m in ("a", "b")}
+    cfg = FaithfulnessConfig(steps=4, batch_size=6, max_images=2)
+    one = {m: faithfulness_scores(model, x, k, v, cfg) for m, v in maps.items()}
+    alone = sum(seen)
+    seen.clear()
+    many = faithfulness_scores_many(model, x, k, maps, cfg)
+    assert many == one  # exactly, key order included
+    assert list(many["a"]) == ["n", "steps", "baseline", "deletion_auc", "insertion_auc",
+                               "deletion_auc_random", "insertion_auc_random"]  # fmt: skip
+    assert alone == 2 * 2 * (2 * 5 * 2) and sum(seen) == 3 * (2 * 5 * 2)  # images x points x 2
+    assert faithfulness_scores_many(model, x, k, {}, cfg) == {}
+    with pytest.raises(ValueError, match="differ in length"):
+        faithfulness_scores_many(model, x, k, {"a": maps["a"], "b": maps["b"][:2]}, cfg)

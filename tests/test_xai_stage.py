@@ -309,8 +309,8 @@ def test_stage_2d_end_to_end_cached_and_incremental(tmp_path):
     assert again["headline"] == out["headline"]
 
     # one more method: each checkpoint's task runs again (its CAMs share one pass) and
-    # rewrites the old methods' files with the same bytes, so the randomisation and
-    # faithfulness of the old methods (keyed on the files' sha256) stay cached
+    # rewrites the old methods' files with the same bytes, so the randomisation of the old
+    # methods (keyed on the files' sha256) stays cached
     sha_before = heatmap_sha256(root)
     write_params(root, xai_section(**{**base, "methods": ["gradcam", "eigencam", "layercam"]}))
     third = run_stage(root)

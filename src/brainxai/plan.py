@@ -565,28 +565,29 @@ def _faithfulness(
     imgs_2d: int,
     imgs_3d: int,
 ) -> list[Component]:
-    """Deletion + insertion curves (and the random control's) of every explained
-    (checkpoint, method): ``steps + 1`` forward passes per image and curve."""
+    """Deletion + insertion curves of every explained (checkpoint, method), and the random
+    control's once per checkpoint: ``steps + 1`` forward passes per image and curve."""
     fa = x.get("faithfulness", {})
     if not fa.get("enabled", False):
         return []
     cap = int(fa.get("max_images", 0))
     share_2d = min(cap, imgs_2d) / imgs_2d if cap and imgs_2d else 1.0
     share_3d = min(cap, imgs_3d) / imgs_3d if cap and imgs_3d else 1.0
-    curves = 2 * (2 if fa.get("random_control", False) else 1)
-    per_image = curves * (int(fa.get("steps", 0)) + 1)
-    flops = n_methods * per_image * (work_2d * share_2d + work_3d * share_3d)
+    points = int(fa.get("steps", 0)) + 1
+    # each method's maps, and one random control per checkpoint shared by its methods
+    sets = n_methods + (1 if fa.get("random_control", False) else 0)
+    flops = sets * 2 * points * (work_2d * share_2d + work_3d * share_3d)
     return [
         Component(
             "xai",
-            "faithfulness (checkpoint x method)",
-            ckpts * n_methods,
+            "faithfulness (checkpoint)",
+            ckpts,
             "FLOPs",
             flops,
             "faithfulness_task",
             device="gpu",
             flops=flops,
-            note=f"{curves} curves x {per_image // curves} points per image, stored maps",
+            note=f"{sets} map sets x 2 curves x {points} points per image, stored maps",
         )
     ]
 

@@ -7,6 +7,7 @@ maps land in ``out_dir/<checkpoint>__<method>.npz`` (:mod:`brainxai.xai.heatmap_
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -66,26 +67,48 @@ def explain_checkpoint(
 
 
 def randomised_copy(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Copy of ``model`` with every parameter re-initialised (``reset_parameters``, where a
-    module has none: its parameters redrawn from N(0, std of the trained values)).
-
-    The global RNG is left as it was (``torch.random.fork_rng``).
+    """Copy of ``model`` with every parameter re-initialised from a private generator seeded
+    with ``seed``: convolutions and linear layers as their ``reset_parameters`` draws them
+    (Kaiming-uniform, a = √5; bias U(±1/√fan_in)), normalisation layers to weight 1, bias
+    0 and fresh running statistics, any other parameter from N(0, std of its trained
+    values). The same values as ``reset_parameters`` after ``torch.manual_seed(seed)`` for
+    such networks, without touching the global RNG: copies made in concurrent threads
+    (the thread task runner) cannot interleave their draws.
     """
     clone = frozen_copy(model, next(model.parameters()).device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    with torch.no_grad():
         for m in clone.modules():
-            own = list(m.parameters(recurse=False))
-            if not own:
-                continue
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
-            else:
-                for p in own:
-                    p.data = torch.randn_like(p) * p.detach().float().std().clamp_min(1e-3)
+            own = dict(m.named_parameters(recurse=False))
+            if own:
+                _reinitialise(m, own, gen)
     for p in clone.parameters():
         p.requires_grad_(False)
     return clone.eval()
+
+
+def _reinitialise(m: nn.Module, own: dict[str, nn.Parameter], gen: torch.Generator) -> None:
+    """Draw ``m``'s own parameters again from ``gen`` (see :func:`randomised_copy`)."""
+    if isinstance(m, nn.modules.conv._ConvNd | nn.Linear) and set(own) <= {"weight", "bias"}:
+        w = torch.empty_like(m.weight, device="cpu", memory_format=torch.contiguous_format)
+        nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=gen)
+        m.weight.copy_(w)
+        if m.bias is not None:
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(m.weight)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            b = torch.empty_like(m.bias, device="cpu").uniform_(-bound, bound, generator=gen)
+            m.bias.copy_(b)
+        return
+    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    if isinstance(m, norms) and set(own) <= {"weight", "bias"}:
+        if isinstance(m, nn.modules.batchnorm._NormBase):
+            m.reset_running_stats()
+        for name, p in own.items():
+            p.fill_(1.0 if name == "weight" else 0.0)
+        return
+    for p in own.values():
+        noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
+        p.copy_(noise * p.detach().float().std().clamp_min(1e-3).cpu())
 
 
 def randomisation_check(

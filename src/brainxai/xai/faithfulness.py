@@ -136,19 +136,43 @@ def faithfulness_scores(
 ) -> dict[str, Any]:
     """Mean deletion and insertion AUC of ``maps`` (and of the random control when
     configured) over the images; ``n`` images scored."""
-    n = len(maps) if config.max_images == 0 else min(config.max_images, len(maps))
-    x, k, m = images[:n], np.asarray(classes)[:n], np.asarray(maps, dtype=np.float32)[:n]
-    res: dict[str, Any] = {"n": int(n), "steps": config.steps, "baseline": config.baseline}
-    sets = {"": m}
-    if config.random_control:
-        sets["_random"] = random_maps(m.shape, config.seed)
-    for suffix, mm in sets.items():
+    return faithfulness_scores_many(model, images, classes, {"": maps}, config, device)[""]
+
+
+def faithfulness_scores_many(
+    model: nn.Module,
+    images: torch.Tensor,
+    classes: np.ndarray,
+    maps: dict[str, np.ndarray],
+    config: FaithfulnessConfig,
+    device: Any = None,
+) -> dict[str, dict[str, Any]]:
+    """:func:`faithfulness_scores` of several maps of the same images and classes (the
+    methods of one checkpoint): the random control, which depends only on the images, the
+    classes and the seed, is scored once and shared - the same numbers as one at a time."""
+    if not maps:
+        return {}
+    sizes = {len(m) for m in maps.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"maps of one set of images differ in length: {sorted(sizes)}")
+    size = sizes.pop()
+    n = size if config.max_images == 0 else min(config.max_images, size)
+    x, k = images[:n], np.asarray(classes)[:n]
+    head: dict[str, Any] = {"n": int(n), "steps": config.steps, "baseline": config.baseline}
+
+    def aucs(mm: np.ndarray, suffix: str) -> dict[str, float]:
         c = perturbation_curves(
             model, x, k, mm, config.steps, config.baseline, config.batch_size, device
         )
-        res[f"deletion_auc{suffix}"] = float(curve_auc(c["fractions"], c["deletion"]).mean())
-        res[f"insertion_auc{suffix}"] = float(curve_auc(c["fractions"], c["insertion"]).mean())
-    return res
+        return {
+            f"deletion_auc{suffix}": float(curve_auc(c["fractions"], c["deletion"]).mean()),
+            f"insertion_auc{suffix}": float(curve_auc(c["fractions"], c["insertion"]).mean()),
+        }
+
+    own = {key: aucs(np.asarray(m, dtype=np.float32)[:n], "") for key, m in maps.items()}
+    shape = np.asarray(next(iter(maps.values())))[:n].shape
+    control = aucs(random_maps(shape, config.seed), "_random") if config.random_control else {}
+    return {key: head | own[key] | control for key in maps}
 
 
 #: Per-checkpoint columns of the faithfulness table (and of the trajectory's global rows).

@@ -19,7 +19,7 @@ from brainxai.xai.cams import CamConfig, Explainer, frozen_copy
 from brainxai.xai.checkpoints import checkpoint_id, resolve_loader
 from brainxai.xai.evalset import EvalInputError, eval_tensors
 from brainxai.xai.explain import explain_checkpoint, randomised_copy
-from brainxai.xai.faithfulness import FaithfulnessConfig, faithfulness_scores
+from brainxai.xai.faithfulness import FaithfulnessConfig, faithfulness_scores_many
 from brainxai.xai.heatmap_store import load_heatmaps
 from brainxai.xai.randomisation import flag, randomisation_similarity
 from brainxai.xai.stage_config import RandomisationConfig
@@ -152,22 +152,33 @@ def faithfulness_against_stored(
     data: str | Path,
     table: pd.DataFrame,
     root: str | Path,
-    heatmap_path: str | Path,
+    heatmap_paths: Sequence[str | Path],
     config: FaithfulnessConfig,
     device: str = "auto",
-) -> dict[str, Any]:
-    """Deletion/insertion AUC of the maps stored in ``heatmap_path`` on the checkpoint's
-    model (same images, same explained classes) and of the random control; see
-    :func:`brainxai.xai.faithfulness.faithfulness_scores`."""
-    rec, rows = _stored_rows(table, heatmap_path, config.max_images)
-    n = len(rows)
-    x = eval_tensors(kind, data, rows, root, meta)
+) -> list[dict[str, Any]]:
+    """Deletion/insertion AUC of the maps stored in each of ``heatmap_paths`` (the methods
+    of one checkpoint) on the checkpoint's model (same images, same explained classes) and
+    of the random control, one dict per path; maps of the same images and classes share
+    one random control (:func:`brainxai.xai.faithfulness.faithfulness_scores_many`)."""
     dev = torch_device(device)
-    scores = faithfulness_scores(
-        frozen_copy(model, dev), x, np.asarray(rec.targets[:n]),
-        rec.maps[:n].astype(np.float32), config, dev,
-    )  # fmt: skip
-    return {"method": rec.method, "checkpoint": rec.checkpoint_id, **scores}
+    frozen = frozen_copy(model, dev)
+    stored = [_stored_rows(table, p, config.max_images) for p in heatmap_paths]
+    groups: dict[tuple, list[int]] = {}
+    for i, (rec, rows) in enumerate(stored):
+        n = len(rows)
+        key = (tuple(rec.record_ids[:n].astype(str)), tuple(np.asarray(rec.targets[:n]).tolist()))
+        groups.setdefault(key, []).append(i)
+    out: list[dict[str, Any]] = [{} for _ in stored]
+    for members in groups.values():
+        rec, rows = stored[members[0]]
+        n = len(rows)
+        x = eval_tensors(kind, data, rows, root, meta)
+        maps = {i: stored[i][0].maps[:n].astype(np.float32) for i in members}
+        scores = faithfulness_scores_many(frozen, x, np.asarray(rec.targets[:n]), maps, config, dev)
+        for i in members:
+            r = stored[i][0]
+            out[i] = {"method": r.method, "checkpoint": r.checkpoint_id, **scores[i]}
+    return out
 
 
 def _nanmedian(x: np.ndarray) -> float:

@@ -222,8 +222,8 @@ def explain_calls(plan: Plan) -> list[dict[str, Any]]:
 
 
 def method_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The explain tasks' per-checkpoint results as one row per (checkpoint, method), what
-    :class:`Explained` reads."""
+    """Per-checkpoint task results (explain, faithfulness) as one row per (checkpoint,
+    method): what :class:`Explained` and :func:`summarise` read."""
     return [row for r in results for row in r["rows"]]
 
 
@@ -240,17 +240,26 @@ def randomisation_calls(cfg: XaiConfig, plan: Plan, ex: Explained) -> list[dict[
 
 def faithfulness_calls(cfg: XaiConfig, plan: Plan, ex: Explained) -> list[dict[str, Any]]:
     """Deletion/insertion AUC of every explained (checkpoint, method) - or only each model's
-    last checkpoint (``faithfulness.checkpoints: last``) - keyed on the heatmap file's hash;
-    none when ``faithfulness.enabled`` is off."""
+    last checkpoint (``faithfulness.checkpoints: last``) - keyed on the heatmap files'
+    hashes, one call per checkpoint with its methods; none when ``faithfulness.enabled`` is
+    off."""
     if not cfg.faithfulness.enabled:
         return []
     fcfg = cfg.faithfulness.to_dict()
     files = ex.finals if cfg.faithfulness.checkpoints == "last" else ex.files
-    return [
-        {k: v for k, v in plan.call_of(f).items() if k not in ("explain", "out_dir", "cam_cfg")}
-        | {"heatmap_path": f.path, "heatmap_sha256": file_sha256(f.path), "faith_cfg": fcfg}
-        for f in files
-    ]
+    grouped: dict[tuple[str, int], dict[str, Any]] = {}
+    for f in files:  # one call per checkpoint: its methods share the random control
+        key = (f.run, f.epoch)
+        if key not in grouped:
+            drop = ("explain", "out_dir", "cam_cfg", "method")
+            grouped[key] = {k: v for k, v in plan.call_of(f).items() if k not in drop} | {
+                "methods": [], "heatmap_paths": [], "heatmap_sha256s": [], "faith_cfg": fcfg
+            }  # fmt: skip
+        call = grouped[key]
+        call["methods"].append(f.method)
+        call["heatmap_paths"].append(f.path)
+        call["heatmap_sha256s"].append(file_sha256(f.path))
+    return list(grouped.values())
 
 
 class Masks:
