@@ -712,6 +712,10 @@ def _heatmap_errors(ctx: Ctx, methods: tuple[str, ...], noise: float) -> dict[st
                 for m in methods:
                     got = ex.heatmaps(x, m, np.zeros(len(x), int)).maps
                     errs[f"{tag}/{m}"] = max_abs(got, ref[m])
+                # the xai stage's path: the CAMs of one checkpoint from one shared pass
+                many = ex.heatmaps_many(x, methods, np.zeros(len(x), int))
+                for m in methods:
+                    errs[f"{tag}/{m}/shared-pass"] = max_abs(many[m].maps, ref[m])
     return errs
 
 
