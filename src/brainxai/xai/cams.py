@@ -454,15 +454,21 @@ class Explainer:
                 out.append(grads_mod.probs_from_logits(logits).float().cpu())
         return torch.cat(out).numpy()
 
+    def _targets(self, x: torch.Tensor, targets: Any) -> tuple[np.ndarray | None, np.ndarray]:
+        """``(probs, classes)``: the given ``targets`` (probs None: a method's own forward
+        pass gives them), or the predicted class of each image with its probabilities."""
+        probs = self.predict(x) if targets is None else None
+        classes = probs.argmax(axis=1) if probs is not None else np.asarray(targets, np.int64)
+        if classes.shape != (len(x),):
+            raise ValueError(f"targets must be ({len(x)},), got {classes.shape}")
+        return probs, classes
+
     def heatmaps(self, images: Any, method: str, targets: Any = None) -> Heatmaps:
         """Maps of ``method`` for every image; ``targets`` (N,) classes, default: predicted."""
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         x = _as_batch(images)
-        probs = self.predict(x) if targets is None else None
-        classes = probs.argmax(axis=1) if probs is not None else np.asarray(targets, np.int64)
-        if classes.shape != (len(x),):
-            raise ValueError(f"targets must be ({len(x)},), got {classes.shape}")
+        probs, classes = self._targets(x, targets)
         maps, logits = [], []
         bs = self.config.batch_size
         for s in range(0, len(x), bs):
@@ -506,10 +512,7 @@ class Explainer:
         """The shared pass of :meth:`heatmaps_many`; ``{}`` (each method then runs alone)
         when a target layer does not run exactly once per forward pass."""
         x = _as_batch(images)
-        probs = self.predict(x) if targets is None else None
-        classes = probs.argmax(axis=1) if probs is not None else np.asarray(targets, np.int64)
-        if classes.shape != (len(x),):
-            raise ValueError(f"targets must be ({len(x)},), got {classes.shape}")
+        probs, classes = self._targets(x, targets)
         cams = {m: self._cam(m) for m in methods}
         layers = list({id(la): la for c in cams.values() for la in c.target_layers}.values())
         slot = {id(la): i for i, la in enumerate(layers)}

@@ -208,17 +208,28 @@ def plan(cfg: XaiConfig, root: Path, code_hash: CodeHash) -> Plan:
     return Plan(calls, report, evalsets, runs, quarantine)
 
 
+def per_checkpoint(
+    calls: list[dict[str, Any]], per_method: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Per-(checkpoint, method) ``calls`` as one call per checkpoint (``run``, ``epoch``):
+    the shared keys once, each key of ``per_method`` as a list named ``<key>s`` in the
+    calls' order."""
+    grouped: dict[tuple[str, int], dict[str, Any]] = {}
+    for c in calls:
+        key = (c["run"], c["epoch"])
+        if key not in grouped:
+            shared = {k: v for k, v in c.items() if k not in per_method}
+            grouped[key] = shared | {f"{k}s": [] for k in per_method}
+        for k in per_method:
+            grouped[key][f"{k}s"].append(c[k])
+    return list(grouped.values())
+
+
 def explain_calls(plan: Plan) -> list[dict[str, Any]]:
     """``plan.calls`` grouped by checkpoint: one explain call per checkpoint with its
     ``methods`` (the CAMs of a checkpoint share one forward/backward pass and the model is
     loaded once; :func:`brainxai.xai.cams.pass_groups`)."""
-    grouped: dict[tuple[str, int], dict[str, Any]] = {}
-    for c in plan.calls:
-        key = (c["run"], c["epoch"])
-        if key not in grouped:
-            grouped[key] = {k: v for k, v in c.items() if k != "method"} | {"methods": []}
-        grouped[key]["methods"].append(c["method"])
-    return list(grouped.values())
+    return per_checkpoint(plan.calls, ("method",))
 
 
 def method_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -247,19 +258,12 @@ def faithfulness_calls(cfg: XaiConfig, plan: Plan, ex: Explained) -> list[dict[s
         return []
     fcfg = cfg.faithfulness.to_dict()
     files = ex.finals if cfg.faithfulness.checkpoints == "last" else ex.files
-    grouped: dict[tuple[str, int], dict[str, Any]] = {}
-    for f in files:  # one call per checkpoint: its methods share the random control
-        key = (f.run, f.epoch)
-        if key not in grouped:
-            drop = ("explain", "out_dir", "cam_cfg", "method")
-            grouped[key] = {k: v for k, v in plan.call_of(f).items() if k not in drop} | {
-                "methods": [], "heatmap_paths": [], "heatmap_sha256s": [], "faith_cfg": fcfg
-            }  # fmt: skip
-        call = grouped[key]
-        call["methods"].append(f.method)
-        call["heatmap_paths"].append(f.path)
-        call["heatmap_sha256s"].append(file_sha256(f.path))
-    return list(grouped.values())
+    calls = [
+        {k: v for k, v in plan.call_of(f).items() if k not in ("explain", "out_dir", "cam_cfg")}
+        | {"heatmap_path": f.path, "heatmap_sha256": file_sha256(f.path), "faith_cfg": fcfg}
+        for f in files
+    ]  # one call per checkpoint: its methods share the random control
+    return per_checkpoint(calls, ("method", "heatmap_path", "heatmap_sha256"))
 
 
 class Masks:
